@@ -1,0 +1,67 @@
+"""The one way every kdlab model exposes its stage outputs.
+
+Feature KD, CKA and the benchmark all need intermediate activations. Instead of forward hooks
+(which break under ``torch.compile`` and leak across calls) every model implements
+``forward_stages`` and names its stages; ``stage_shapes`` probes shapes with a dry run, so the
+same code works for our ResNets, PreResNet, the small CNN and wrapped timm models.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class StagedModel(nn.Module):
+    """A classifier whose named stage outputs can be returned next to the logits.
+
+    Subclasses set ``arch`` (the short name used in experiment names and the teacher store,
+    e.g. ``"r18"``), ``num_classes``, ``stage_names`` (in forward order) and implement
+    ``forward_stages``.
+    """
+
+    arch: str = "model"
+    num_classes: int
+    stage_names: tuple[str, ...] = ()
+    input_size: int = 32
+
+    def forward_stages(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return ``(logits, {stage_name: activation})`` for every stage in ``stage_names``."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_stages(x)[0]
+
+
+def check_stages(model: StagedModel, stages: list[str] | tuple[str, ...]) -> None:
+    """Raise a clear ``ValueError`` for stage names the model does not have."""
+    unknown = [s for s in stages if s not in model.stage_names]
+    if unknown:
+        raise ValueError(
+            f"unknown stage(s) {unknown} for model '{model.arch}'; "
+            f"available stages: {list(model.stage_names)}"
+        )
+
+
+@torch.no_grad()
+def stage_shapes(model: StagedModel, input_size: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Shapes ``(C, H, W)`` of every stage output for one input image, found by a dry run.
+
+    The model is put in eval mode for the probe (BatchNorm with a batch of one) and its
+    previous mode is restored afterwards.
+    """
+    size = input_size or getattr(model, "input_size", 32)
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        _, feats = model.forward_stages(torch.zeros(2, 3, size, size, device=device))
+    finally:
+        model.train(was_training)
+    return {name: tuple(f.shape[1:]) for name, f in feats.items()}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (the figure reported in papers' tables)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
