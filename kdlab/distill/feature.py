@@ -1,0 +1,154 @@
+"""Feature KD, exactly as fixed in SPEC §2.
+
+Per aligned stage a 1×1 conv (no bias) maps student channels to teacher channels and the
+larger feature map is average-pooled down to the smaller one;
+``L_kd = mean_s MSE(proj(f_s), f_t) + β·mean_s (1 − cos(GAP(proj(f_s)), GAP(f_t)))``.
+The projections are parameters of this loss, so the system must put ``loss.parameters()`` in
+the optimiser *and* in gradient clipping (the studies' bug clipped the student only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdlab.distill.base import (
+    KDLoss,
+    _check_number,
+    cross_entropy,
+    mix,
+    validate_alpha,
+    validate_beta,
+)
+from kdlab.models.base import check_stages, stage_shapes
+
+
+def pool_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Average-pool ``x`` [B,C,H,W] down to ``size``; no-op when equal.
+
+    Integer ratios use ``avg_pool2d`` (identical to adaptive pooling there, and its CUDA
+    backward is deterministic, unlike ``adaptive_avg_pool2d``'s); other ratios fall back to
+    adaptive pooling.
+    """
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    if h % size[0] == 0 and w % size[1] == 0:
+        k = (h // size[0], w // size[1])
+        return F.avg_pool2d(x, kernel_size=k, stride=k)
+    return F.adaptive_avg_pool2d(x, size)
+
+
+def _stage_shapes(model: nn.Module, role: str, stages: tuple[str, ...], size: int) -> dict:
+    """Check the stage names on ``model`` and return their (C, H, W) shapes."""
+    if not callable(getattr(model, "forward_stages", None)) or not hasattr(model, "stage_names"):
+        hint = " (an ensemble of teachers has no single feature map)" if role == "teacher" else ""
+        raise ValueError(
+            f"feature KD needs a single {role} exposing forward_stages and stage_names; "
+            f"got {type(model).__name__}{hint}. Use logit KD for ensembles."
+        )
+    try:
+        check_stages(model, stages)
+    except ValueError as err:
+        raise ValueError(
+            f"feature KD {role}: {err}; set the loss's stages to names both have"
+        ) from None
+    shapes = stage_shapes(model, input_size=size)
+    bad = {s: shapes[s] for s in stages if len(shapes[s]) != 3}
+    if bad:
+        raise ValueError(
+            f"feature KD needs spatial (C, H, W) stage outputs, but the {role} "
+            f"'{getattr(model, 'arch', type(model).__name__)}' gives {bad}; "
+            "this pairing cannot be aligned by 1×1 convs and pooling"
+        )
+    return shapes
+
+
+class FeatureKD(KDLoss):
+    """Intermediate-feature distillation with learned 1×1 projections (SPEC §2).
+
+    Args:
+        alpha: distillation weight in [0, 1].
+        beta: weight ≥ 0 of the cosine term on globally pooled features.
+        stages: stage names aligned between student and teacher (both must have them).
+        label_smoothing: smoothing of the CE term only.
+    """
+
+    def __init__(
+        self,
+        alpha: float,
+        beta: float = 0.5,
+        stages: Sequence[str] = ("layer1", "layer2", "layer3", "layer4"),
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.alpha = validate_alpha(alpha)
+        self.beta = validate_beta(beta)
+        names = (stages,) if isinstance(stages, str) else tuple(str(s) for s in stages)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"stages={list(names)} must be a non-empty list of distinct names")
+        self.stages = names
+        ls = _check_number("label_smoothing", label_smoothing, "pass a value in [0, 1)")
+        if not 0.0 <= ls < 1.0:
+            raise ValueError(f"label_smoothing={label_smoothing!r} must be in [0, 1)")
+        self.label_smoothing = ls
+        self.projections = nn.ModuleDict()
+        self._sizes: dict[str, tuple[int, int]] = {}
+
+    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """Create one 1×1 projection per stage and record the common spatial size.
+
+        Both models are probed with the student's input size: the system feeds the same batch
+        to both, and a teacher at another resolution resizes inside its own wrapper.
+        """
+        size = int(getattr(student, "input_size", 32))
+        s_shapes = _stage_shapes(student, "student", self.stages, size)
+        t_shapes = _stage_shapes(teacher, "teacher", self.stages, size)
+        self.projections = nn.ModuleDict()
+        for name in self.stages:
+            (cs, hs, ws), (ct, ht, wt) = s_shapes[name], t_shapes[name]
+            self.projections[name] = nn.Conv2d(cs, ct, kernel_size=1, bias=False)
+            self._sizes[name] = (min(hs, ht), min(ws, wt))
+
+    def forward(
+        self,
+        s_logits: Tensor,
+        t_logits: Tensor | None,
+        targets: Tensor,
+        s_feats: dict[str, Tensor] | None = None,
+        t_feats: dict[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Return ``{"loss", "ce", "kd", "mse", "cos"}``; ``t_logits`` is not used."""
+        if not self._sizes:
+            raise RuntimeError("FeatureKD.bind(student, teacher) must be called before use")
+        if s_feats is None or t_feats is None:
+            raise ValueError(f"FeatureKD needs student and teacher features for {self.stages}")
+        mse_terms, cos_terms = [], []
+        for name in self.stages:
+            size = self._sizes[name]
+            fs = self.projections[name](pool_to(s_feats[name], size))
+            ft = pool_to(t_feats[name].detach(), size)
+            with torch.autocast(fs.device.type, enabled=False):
+                fs, ft = fs.float(), ft.float()
+                mse_terms.append(F.mse_loss(fs, ft))
+                cos = F.cosine_similarity(fs.mean(dim=(2, 3)), ft.mean(dim=(2, 3)), dim=1)
+                cos_terms.append((1.0 - cos).mean())
+        with torch.autocast(s_logits.device.type, enabled=False):
+            mse = torch.stack(mse_terms).mean()
+            cos = torch.stack(cos_terms).mean()
+            kd = mse + self.beta * cos
+            ce = cross_entropy(s_logits, targets, self.label_smoothing)
+            loss = mix(self.alpha, kd, ce)
+        return {
+            "loss": loss,
+            "ce": ce.detach(),
+            "kd": kd.detach(),
+            "mse": mse.detach(),
+            "cos": cos.detach(),
+        }
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta}, stages={list(self.stages)}"

@@ -1,0 +1,84 @@
+"""Logit KD (Hinton et al. 2015), exactly as fixed in SPEC §2.
+
+``L = α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) + (1 − α)·CE(z_s, y)``; the KL is summed over
+classes and averaged over the batch. Everything is computed in float32 log-space with
+autocast disabled: under bf16 autocast a softmax over 100 classes at T = 4 loses most of its
+mantissa, and ``log(softmax)`` of a rounded-to-zero probability is ``-inf``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kdlab.distill.base import (
+    KDLoss,
+    _check_number,
+    cross_entropy,
+    mix,
+    validate_alpha,
+    validate_temperature,
+)
+
+
+def kd_kl(s_logits: Tensor, t_logits: Tensor, temperature: float) -> Tensor:
+    """``T²·KL(softmax(z_t/T) ‖ softmax(z_s/T))``, summed over classes, mean over the batch.
+
+    Gradient w.r.t. the student logits: with ``p = softmax(z/T)``,
+    ``∂/∂z_s [Σ_c p_t (log p_t − log p_s)] = (p_s − p_t)/T`` per sample, so the loss above
+    (×T², ÷B) has gradient ``T·(p_s − p_t)/B``. The T² factor keeps the soft-target gradient
+    on the same scale as the CE gradient when T changes (Hinton et al. §2).
+    ``t_logits`` may carry log-probabilities (e.g. ``ensemble_logits``): softmax is invariant
+    to adding a constant per row, so they act exactly as logits at T = 1.
+    """
+    t = float(temperature)
+    log_p_s = F.log_softmax(s_logits.float() / t, dim=-1)
+    log_p_t = F.log_softmax(t_logits.detach().float() / t, dim=-1)
+    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    return kl * (t * t)
+
+
+class LogitKD(KDLoss):
+    """Soft-target distillation from the teacher's logits (SPEC §2).
+
+    Args:
+        alpha: distillation weight in [0, 1] (0 = CE baseline, 1 = pure soft labels).
+        temperature: softmax temperature T > 0 applied to both student and teacher logits.
+        label_smoothing: smoothing of the CE term only (the studies use 0).
+    """
+
+    def __init__(self, alpha: float, temperature: float, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.alpha = validate_alpha(alpha)
+        self.temperature = validate_temperature(temperature)
+        ls = _check_number("label_smoothing", label_smoothing, "pass a value in [0, 1)")
+        if not 0.0 <= ls < 1.0:
+            raise ValueError(f"label_smoothing={label_smoothing!r} must be in [0, 1)")
+        self.label_smoothing = ls
+
+    def forward(
+        self,
+        s_logits: Tensor,
+        t_logits: Tensor | None,
+        targets: Tensor,
+        s_feats: dict[str, Tensor] | None = None,
+        t_feats: dict[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Return ``{"loss", "ce", "kd"}``; terms with zero weight are logged but not trained."""
+        if t_logits is None:
+            raise ValueError("LogitKD needs teacher logits (t_logits is None)")
+        if t_logits.shape != s_logits.shape:
+            raise ValueError(
+                f"student logits {tuple(s_logits.shape)} and teacher logits "
+                f"{tuple(t_logits.shape)} differ: teacher and student must have the same "
+                "number of classes (check the teacher checkpoint and data=)"
+            )
+        with torch.autocast(s_logits.device.type, enabled=False):
+            kd = kd_kl(s_logits, t_logits, self.temperature)
+            ce = cross_entropy(s_logits, targets, self.label_smoothing)
+            loss = mix(self.alpha, kd, ce)
+        return {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, temperature={self.temperature}"
