@@ -1,0 +1,147 @@
+"""Find and read the ``results.json`` of every run under the paths a user gives the report.
+
+Real sweeps are messy: jobs crash before writing results, get killed mid-write, or are still
+running. The report must still summarise what finished, so every unusable file is *named* in a
+``ReportWarning`` and skipped, and run folders without a results.json (Hydra wrote ``.hydra/``
+but the job never finished) are listed as missing. Only "nothing usable at all" is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.json"
+# Without these a run cannot be grouped, paired by seed or ranked on val (SPEC §2).
+REQUIRED_KEYS = ("dataset", "student", "method", "seed", "val_acc_best", "test_acc_best")
+NUMERIC_KEYS = (
+    "alpha", "temperature", "beta", "val_acc_best", "test_acc_best", "test_acc_final",
+    "test_nll", "test_ece", "test_agreement", "test_kl", "teacher_test_acc",
+)  # fmt: skip
+
+
+class ReportWarning(UserWarning):
+    """A run the report skipped or a choice it made for the user (shown, never silent)."""
+
+
+class ReportError(ValueError):
+    """The report cannot be produced at all (bad paths, no usable runs)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run: where its results.json lies and what it holds."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+
+def _warn(msg: str, problems: list[str] | None) -> None:
+    if problems is not None:
+        problems.append(msg)
+    warnings.warn(msg, ReportWarning, stacklevel=3)
+
+
+def find_result_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """``(results.json files, run folders that lack one)`` under ``paths``, each sorted.
+
+    A path may be a results.json, a single run folder, a multirun folder or a tree of sweeps.
+    A run folder is recognised by the ``.hydra/`` folder Hydra writes at job start.
+    """
+    files: set[Path] = set()
+    run_dirs: set[Path] = set()
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ReportError(f"report path does not exist: {p}")
+        if p.is_file():
+            if p.name != RESULTS_FILE:
+                raise ReportError(
+                    f"{p} is a file but not a {RESULTS_FILE}; give a run or sweep folder"
+                )
+            files.add(p.resolve())
+            continue
+        files.update(f.resolve() for f in p.rglob(RESULTS_FILE) if f.is_file())
+        run_dirs.update(h.parent.resolve() for h in p.rglob(".hydra") if h.is_dir())
+    missing = sorted(d for d in run_dirs if not (d / RESULTS_FILE).exists())
+    return sorted(files), missing
+
+
+def _check(data: Any) -> str | None:
+    """Why ``data`` is not a usable results.json, or None when it is."""
+    if not isinstance(data, dict):
+        return f"holds a {type(data).__name__}, not a JSON object"
+    absent = [k for k in REQUIRED_KEYS if data.get(k) is None]
+    if absent:
+        return f"lacks required key(s) {absent}"
+    for k in NUMERIC_KEYS + ("seed",):
+        v = data.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            return f"key {k!r} must be a number or null, got {v!r}"
+    if not isinstance(data["seed"], int):
+        return f"seed must be an integer, got {data['seed']!r}"
+    if any(isinstance(data.get(k), float) and math.isnan(data[k]) for k in REQUIRED_KEYS):
+        return "has NaN in a required metric"
+    return None
+
+
+def read_run(path: str | Path, problems: list[str] | None = None) -> Run | None:
+    """Read one results.json; a warning naming the file and None when it cannot be used."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        _warn(f"skipping {path}: unreadable or malformed JSON ({e})", problems)
+        return None
+    why = _check(data)
+    if why:
+        _warn(f"skipping {path}: {why}", problems)
+        return None
+    status = data.get("status", "finished")
+    if status != "finished":
+        _warn(f"skipping {path}: status is {status!r}, not 'finished'", problems)
+        return None
+    return Run(path=path, data=data)
+
+
+def collect_runs(paths: Iterable[str | Path], problems: list[str] | None = None) -> list[Run]:
+    """Every usable run under ``paths``, oldest results.json first.
+
+    Ordering by modification time makes "keep the later run" (for a seed that appears twice in
+    a group) mean the run that finished last. Skipped and missing runs are warned about and,
+    when ``problems`` is given, appended to it so the report can list them.
+    Raises ``ReportError`` when no results.json is found or none is usable.
+    """
+    paths = list(paths)
+    if not paths:
+        raise ReportError("give at least one run or sweep folder")
+    files, missing = find_result_files(paths)
+    for d in missing:
+        _warn(
+            f"missing results: run folder {d} has no {RESULTS_FILE} (failed or unfinished job)",
+            problems,
+        )
+    if not files:
+        raise ReportError(
+            f"no {RESULTS_FILE} found under {', '.join(map(str, paths))}; point the report at a "
+            f"run folder or a sweep folder written by `python -m kdlab.train`"
+        )
+    runs = [r for r in (read_run(f, problems) for f in files) if r is not None]
+    if not runs:
+        raise ReportError(
+            f"none of the {len(files)} {RESULTS_FILE} file(s) under {', '.join(map(str, paths))} "
+            f"is usable (see the warnings above)"
+        )
+    runs.sort(key=lambda r: (r.path.stat().st_mtime_ns, str(r.path)))
+    return runs

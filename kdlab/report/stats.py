@@ -1,0 +1,227 @@
+"""Grouping runs and the statistics a paper needs: mean ± sample std, paired Δ, best-on-val.
+
+Every comparison with a baseline is *paired by seed* (same seed → same init and data order),
+which removes the seed-to-seed variance both runs share; seeds present on only one side are
+reported and left out of the test rather than mixed into it. The best configuration is picked
+on validation accuracy only, so the test numbers stay an unbiased estimate (SPEC §1.1).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats as sps
+
+from kdlab.report.collect import ReportWarning, Run
+
+GROUP_FIELDS = ("dataset", "teacher", "student", "method", "alpha", "temperature", "beta")
+METRICS = (
+    "test_acc_best", "test_acc_final", "val_acc_best", "test_agreement", "test_kl",
+    "test_nll", "test_ece", "teacher_test_acc",
+)  # fmt: skip
+DELTA_METRIC = "test_acc_best"  # the protocol's headline number (test acc at best val)
+NO_TEACHER_METHODS = ("teacher", "baseline")
+
+GroupKey = tuple
+
+
+def _norm(v):
+    """Make 0.3, 0.30000000000000004 and 3 vs 3.0 the same group-key value."""
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return v
+    return round(float(v), 6)
+
+
+def group_key(run: Run) -> GroupKey:
+    """(dataset, teacher, student, method, α, T, β): the dataset is part of every key."""
+    return tuple(_norm(run.get(f)) for f in GROUP_FIELDS)
+
+
+def sort_key(key: GroupKey) -> tuple:
+    """Total order on group keys that may hold None next to str/float values."""
+    return tuple((v is None, "" if v is None else v) for v in key)
+
+
+@dataclass(frozen=True)
+class MeanStd:
+    mean: float
+    std: float  # sample std (ddof=1); NaN with fewer than two values
+    n: int
+
+
+def mean_std(values: Iterable[float | None]) -> MeanStd:
+    """Mean and *sample* standard deviation of the non-missing values."""
+    xs = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if xs.size == 0:
+        return MeanStd(math.nan, math.nan, 0)
+    std = float(xs.std(ddof=1)) if xs.size > 1 else math.nan
+    return MeanStd(float(xs.mean()), std, int(xs.size))
+
+
+@dataclass
+class Group:
+    """The runs of one configuration, one per seed."""
+
+    key: GroupKey
+    runs: dict[int, Run] = field(default_factory=dict)
+
+    dataset = property(lambda self: self.key[0])
+    teacher = property(lambda self: self.key[1])
+    student = property(lambda self: self.key[2])
+    method = property(lambda self: self.key[3])
+    alpha = property(lambda self: self.key[4])
+    temperature = property(lambda self: self.key[5])
+    beta = property(lambda self: self.key[6])
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.runs)
+
+    def values(self, metric: str) -> dict[int, float]:
+        """seed → value for the seeds where ``metric`` was recorded."""
+        return {s: float(r.get(metric)) for s, r in self.runs.items() if r.get(metric) is not None}
+
+    def stat(self, metric: str) -> MeanStd:
+        return mean_std(self.values(metric).values())
+
+
+def group_runs(runs: Iterable[Run]) -> dict[GroupKey, Group]:
+    """Group runs by configuration; a seed seen twice warns and keeps the later run."""
+    groups: dict[GroupKey, Group] = {}
+    for run in runs:
+        key = group_key(run)
+        g = groups.setdefault(key, Group(key))
+        seed = int(run.get("seed"))
+        if seed in g.runs:
+            warnings.warn(
+                f"seed {seed} appears twice in group {label(key)}: keeping {run.path}, "
+                f"dropping {g.runs[seed].path}",
+                ReportWarning,
+                stacklevel=2,
+            )
+        g.runs[seed] = run
+    return {k: groups[k] for k in sorted(groups, key=sort_key)}
+
+
+@dataclass(frozen=True)
+class PairedDelta:
+    """Mean of (treatment − baseline) over shared seeds, its 95 % CI and paired t-test."""
+
+    n: int
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    t: float
+    p: float
+    seeds: tuple[int, ...]
+    unpaired: tuple[int, ...]  # seeds present in only one of the two groups
+
+
+def paired_delta(
+    treat: dict[int, float], base: dict[int, float], confidence: float = 0.95
+) -> PairedDelta:
+    """Paired-by-seed difference ``treat − base`` with a t-based CI and scipy's paired t-test.
+
+    With one shared seed the mean is reported but CI and p are NaN; with zero-variance
+    differences the CI collapses onto the mean and p is NaN (the t statistic is undefined).
+    """
+    seeds = tuple(sorted(set(treat) & set(base)))
+    unpaired = tuple(sorted(set(treat) ^ set(base)))
+    a = np.array([treat[s] for s in seeds], dtype=float)
+    b = np.array([base[s] for s in seeds], dtype=float)
+    d = a - b
+    n = len(seeds)
+    if n == 0:
+        return PairedDelta(0, *(math.nan,) * 6, seeds, unpaired)
+    mean = float(d.mean())
+    if n < 2:
+        return PairedDelta(
+            n, mean, math.nan, math.nan, math.nan, math.nan, math.nan, seeds, unpaired
+        )
+    sd = float(d.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, df=n - 1)) * sd / math.sqrt(n)
+    if sd == 0.0:
+        t_stat, p = math.nan, math.nan
+    else:
+        res = sps.ttest_rel(a, b)
+        t_stat, p = float(res.statistic), float(res.pvalue)
+    return PairedDelta(n, mean, sd, mean - half, mean + half, t_stat, p, seeds, unpaired)
+
+
+def find_baseline(key: GroupKey, groups: dict[GroupKey, Group]) -> Group | None:
+    """The baseline group of the same dataset and student (teacher null), if any.
+
+    Several candidates (e.g. baselines logged with different α) are unusual: the one with
+    most seeds is used and the choice is warned about.
+    """
+    g = dict(zip(GROUP_FIELDS, key, strict=True))
+    cands = [
+        grp
+        for grp in groups.values()
+        if grp.method == "baseline" and grp.dataset == g["dataset"] and grp.student == g["student"]
+    ]
+    if not cands:
+        return None
+    best = max(cands, key=lambda c: len(c.runs))
+    if len(cands) > 1:
+        warnings.warn(
+            f"{len(cands)} baseline groups for {g['student']} on {g['dataset']}; "
+            f"comparing with {label(best.key)} ({len(best.runs)} seeds)",
+            ReportWarning,
+            stacklevel=2,
+        )
+    return best
+
+
+def delta_vs_baseline(group: Group, groups: dict[GroupKey, Group]) -> PairedDelta | None:
+    """Δ of ``DELTA_METRIC`` against the matching baseline; None for teachers/baselines."""
+    if group.method in NO_TEACHER_METHODS:
+        return None
+    base = find_baseline(group.key, groups)
+    if base is None:
+        return None
+    return paired_delta(group.values(DELTA_METRIC), base.values(DELTA_METRIC))
+
+
+def best_configs(groups: dict[GroupKey, Group]) -> dict[tuple, Group]:
+    """(dataset, teacher, student, method) → the group with the highest *mean val* accuracy.
+
+    Ties keep the first group in key order, so the choice is deterministic.
+    """
+    best: dict[tuple, Group] = {}
+    for key, grp in groups.items():
+        pair = key[:4]
+        val = grp.stat("val_acc_best").mean
+        if pair not in best or val > best[pair].stat("val_acc_best").mean:
+            best[pair] = grp
+    return best
+
+
+def teacher_accuracy(dataset: str, arch: str, groups: dict[GroupKey, Group]) -> MeanStd:
+    """Teacher test accuracy: its own "teacher" runs (mean over seeds) when present, else
+    the ``teacher_test_acc`` recorded by the students it taught."""
+    own = [
+        g
+        for g in groups.values()
+        if g.method == "teacher" and g.dataset == dataset and g.student == arch
+    ]
+    if own:
+        return mean_std(v for g in own for v in g.values("test_acc_best").values())
+    taught = [g for g in groups.values() if g.dataset == dataset and g.teacher == arch]
+    return mean_std(v for g in taught for v in g.values("teacher_test_acc").values())
+
+
+def label(key: GroupKey) -> str:
+    """Short human-readable name of a group, e.g. ``cifar10 r50→r18 logit α=0.5 T=4``."""
+    g = dict(zip(GROUP_FIELDS, key, strict=True))
+    pair = f"{g['teacher']}→{g['student']}" if g["teacher"] else g["student"]
+    parts = [g["dataset"], pair, g["method"]]
+    for name, sym in (("alpha", "α"), ("temperature", "T"), ("beta", "β")):
+        if g[name] is not None:
+            parts.append(f"{sym}={g[name]:g}")
+    return " ".join(parts)
