@@ -111,7 +111,9 @@ def _unpickle(path: Path) -> dict:
             f"truncated; delete {path.parent} and run again with data.download=true."
         ) from e
     if not isinstance(obj, dict):
-        raise DataError(f"CIFAR file {path} does not hold a dict (got {type(obj).__name__}); wrong layout")
+        raise DataError(
+            f"CIFAR file {path} does not hold a dict (got {type(obj).__name__}); wrong layout"
+        )
     return obj
 
 
@@ -120,7 +122,9 @@ def _read_batch(path: Path, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     obj = _unpickle(path)
     for key in ("data", layout.label_key):
         if key not in obj:
-            raise DataError(f"CIFAR file {path} has no '{key}' entry (keys: {sorted(obj)}); wrong layout")
+            raise DataError(
+                f"CIFAR file {path} has no '{key}' entry (keys: {sorted(obj)}); wrong layout"
+            )
     data = np.asarray(obj["data"])
     labels = np.asarray(obj[layout.label_key], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:

@@ -61,12 +61,19 @@ def write_fake_cifar(
     if dataset == "cifar10":
         chunks = np.array_split(np.arange(n_train), len(layout.train_files))
         for fname, idx in zip(layout.train_files, chunks, strict=True):
-            dump(fname, {"batch_label": fname, "labels": y_train[idx].tolist(), "data": x_train[idx]})
-        dump(layout.test_files[0], {"batch_label": "test", "labels": y_test.tolist(), "data": x_test})
+            dump(
+                fname, {"batch_label": fname, "labels": y_train[idx].tolist(), "data": x_train[idx]}
+            )
+        dump(
+            layout.test_files[0], {"batch_label": "test", "labels": y_test.tolist(), "data": x_test}
+        )
         dump(layout.meta_file, {"label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": 10000})
     else:
         for fname, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
             dump(fname, {"data": x, "fine_labels": y.tolist(), "coarse_labels": (y // 5).tolist()})
         coarse = [f"coarse_{i}" for i in range(20)]
-        dump(layout.meta_file, {"fine_label_names": list(CIFAR100_CLASSES), "coarse_label_names": coarse})
+        dump(
+            layout.meta_file,
+            {"fine_label_names": list(CIFAR100_CLASSES), "coarse_label_names": coarse},
+        )
     return folder

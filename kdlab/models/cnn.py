@@ -24,7 +24,9 @@ class SmallCNN(StagedModel):
         self.stage_names = ("layer1", "layer2")
         self.layer1 = nn.Sequential(nn.Conv2d(3, channels[0], 3, padding=1), nn.ReLU(inplace=True))
         self.layer2 = nn.Sequential(
-            nn.MaxPool2d(2), nn.Conv2d(channels[0], channels[1], 3, padding=1), nn.ReLU(inplace=True)
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels[0], channels[1], 3, padding=1),
+            nn.ReLU(inplace=True),
         )
         self.fc1 = nn.Linear(channels[1] * 8 * 8, hidden)
         self.dropout = nn.Dropout(dropout)

@@ -1,0 +1,189 @@
+"""The CIFAR-10/100 LightningDataModule: download, fixed train/val split, two pipelines.
+
+``prepare_data`` only downloads (and only when files are missing); ``setup`` reads the files
+(checksums for full copies, a structural check for subsets), and draws the val split with its
+own fixed generator so every run seed sees the same split (SPEC §2). ``pipeline=dataloader``
+uses per-sample torchvision transforms in worker processes; ``pipeline=device`` keeps the split
+on the training device as uint8 and augments whole batches there (``kdlab.data.device``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import CIFAR10, CIFAR100
+
+from kdlab.data.layout import DataError, get_layout, load_split, missing_files
+from kdlab.data.transforms import build_transform, mean_std
+
+log = logging.getLogger(__name__)
+
+_TORCHVISION = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+
+class ArrayDataset(Dataset):
+    """uint8 images (N×32×32×3) + labels, transformed per sample (CHW uint8 → float)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # view, no copy
+        self.labels = torch.from_numpy(labels)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+class CIFARDataModule(L.LightningDataModule):
+    """CIFAR-10/100 with a 45k/5k train/val split (``val_size``) and the official test set."""
+
+    def __init__(
+        self,
+        name: str = "cifar10",
+        root: str = "data",
+        download: bool = True,
+        num_classes: int | None = None,
+        val_size: int = 5000,
+        split_seed: int = 20240607,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        num_workers: int = 4,
+        normalize: str = "dataset",
+        augment: bool = True,
+        pipeline: str = "dataloader",
+        mixup_alpha: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.layout = get_layout(name)
+        if num_classes is not None and num_classes != self.layout.num_classes:
+            raise ValueError(
+                f"data.num_classes={num_classes} but {name} has {self.layout.num_classes} classes"
+            )
+        if pipeline not in ("dataloader", "device"):
+            raise ValueError(f"data.pipeline must be 'dataloader' or 'device', got {pipeline!r}")
+        if not isinstance(val_size, int) or val_size < 1:
+            raise ValueError(f"data.val_size must be a positive integer, got {val_size!r}")
+        if mixup_alpha < 0:
+            raise ValueError(f"data.mixup_alpha must be ≥ 0 (0 = off), got {mixup_alpha}")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError("data.batch_size and data.eval_batch_size must be ≥ 1")
+        self.name, self.root, self.download = name, str(root), download
+        self.val_size, self.split_seed = val_size, split_seed
+        self.batch_size, self.eval_batch_size, self.num_workers = (
+            batch_size,
+            eval_batch_size,
+            num_workers,
+        )
+        self.augment, self.pipeline, self.mixup_alpha = augment, pipeline, mixup_alpha
+        self.mean, self.std = mean_std(name, normalize)
+        self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return self.layout.num_classes
+
+    def prepare_data(self) -> None:
+        """Download with torchvision when (and only when) files are missing."""
+        gone = missing_files(self.root, self.layout)
+        if not gone:
+            return
+        if not self.download:
+            raise DataError(
+                f"{self.name} not found under data.root={self.root} (missing {gone[0].name} in "
+                f"{gone[0].parent}). Point data.root at a folder holding '{self.layout.base_folder}/' "
+                f"or allow the download with data.download=true."
+            )
+        log.info("downloading %s to %s", self.name, self.root)
+        Path(self.root).mkdir(parents=True, exist_ok=True)
+        _TORCHVISION[self.name](self.root, train=True, download=True)
+        _TORCHVISION[self.name](self.root, train=False, download=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        x, y = load_split(self.root, self.name, train=True)
+        if self.val_size >= len(y):
+            raise DataError(
+                f"data.val_size={self.val_size} leaves no training images ({len(y)} in {self.root}); "
+                f"use a smaller data.val_size"
+            )
+        perm = torch.randperm(
+            len(y), generator=torch.Generator().manual_seed(self.split_seed)
+        ).numpy()
+        val_idx, train_idx = np.sort(perm[: self.val_size]), np.sort(perm[self.val_size :])
+        self.splits["train"] = (x[train_idx], y[train_idx])
+        self.splits["val"] = (x[val_idx], y[val_idx])
+        self.splits["test"] = load_split(self.root, self.name, train=False)
+        self.train_indices = train_idx  # positions in the official training set (for caches)
+        log.info(
+            "%s: %d train / %d val (split seed %d) / %d test images",
+            self.name, len(train_idx), len(val_idx), self.split_seed, len(self.splits["test"][1]),
+        )  # fmt: skip
+
+    # -- loaders ---------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def loader(self, split: str, train: bool = False):
+        """A loader over ``split``; ``train=True`` shuffles and augments (the training loader).
+
+        ``loader("train")`` without ``train`` gives the un-augmented training set in order,
+        used for train-set fidelity and teacher caches.
+        """
+        if not self.splits:
+            self.setup()
+        images, labels = self.splits[split]
+        augment = train and self.augment
+        bs = self.batch_size if train else self.eval_batch_size
+        if self.pipeline == "device":
+            from kdlab.data.device import DeviceLoader
+
+            rank, world = self._rank_world()
+            return DeviceLoader(
+                images, labels, bs, self.mean, self.std, augment=augment, shuffle=train,
+                seed=self.split_seed, drop_last=False, device=self._device(), rank=rank,
+                world_size=world, num_classes=self.num_classes,
+            )  # fmt: skip
+        ds = ArrayDataset(images, labels, build_transform(self.mean, self.std, augment))
+        return DataLoader(
+            ds, batch_size=bs, shuffle=train, num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )  # fmt: skip
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """MixUp on the device for training batches of either pipeline.
+
+        Mixing here (after the transfer, before the system sees the batch) means the teacher and
+        the student receive the identical mixed images, and the targets become soft labels that
+        the CE term consumes directly.
+        """
+        trainer = getattr(self, "trainer", None)
+        if self.mixup_alpha > 0 and trainer is not None and trainer.training:
+            from kdlab.data.augment import mixup
+
+            x, y = batch
+            x, y_soft, _ = mixup(x, y, self.num_classes, self.mixup_alpha, None)
+            return x, y_soft
+        return batch
+
+    def train_dataloader(self):
+        return self.loader("train", train=True)
+
+    def val_dataloader(self):
+        return self.loader("val")
+
+    def test_dataloader(self):
+        return self.loader("test")

@@ -1,0 +1,36 @@
+"""Per-sample torchvision transforms for the DataLoader pipeline (``data.pipeline=dataloader``).
+
+Images stay uint8 tensors until the last step, so the CPU workers do the cheap integer crop and
+flip and convert once. The device pipeline (``kdlab.data.device``) reproduces the same
+augmentation distribution in batched on-device ops.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+# Per-channel statistics of the official training sets (RGB, pixel values scaled to [0, 1]).
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+UNITCUBE = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # maps [0, 1] to [-1, 1]
+
+
+def mean_std(dataset: str, normalize: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std for ``normalize`` = ``"dataset"`` (per-dataset statistics) or ``"unitcube"``."""
+    if normalize == "dataset":
+        return NORMALIZATION[dataset]
+    if normalize == "unitcube":
+        return UNITCUBE
+    raise ValueError(f"data.normalize must be 'dataset' or 'unitcube', got {normalize!r}")
+
+
+def build_transform(mean, std, augment: bool, padding: int = 4) -> v2.Compose:
+    """uint8 CHW tensor → normalised float32; RandomCrop(32, pad) + flip only when ``augment``."""
+    ops: list = []
+    if augment:
+        ops += [v2.RandomCrop(32, padding=padding), v2.RandomHorizontalFlip()]
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    return v2.Compose(ops)

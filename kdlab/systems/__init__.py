@@ -1,0 +1,6 @@
+"""LightningModules: ``Classifier`` (teachers, baselines) and ``Distiller`` (KD students)."""
+
+from kdlab.systems.classifier import Classifier
+from kdlab.systems.distiller import Distiller
+
+__all__ = ["Classifier", "Distiller"]
