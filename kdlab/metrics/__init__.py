@@ -1,0 +1,5 @@
+"""Fidelity and representation metrics beside torchmetrics' own (CKA, ...)."""
+
+from kdlab.metrics.cka import LinearCKA
+
+__all__ = ["LinearCKA"]
