@@ -31,8 +31,7 @@ def nets() -> dict[str, nn.Module]:
 def _distil_step(loss: FeatureKD, student: nn.Module, teacher: nn.Module, batch: int = 2):
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     s_logits, s_feats = student.forward_stages(x)
-    with torch.no_grad():
-        t_logits, t_feats = teacher.forward_stages(x)
+    t_logits, t_feats = teacher.forward_stages(x)  # with autograd on: the loss must detach
     out = loss(s_logits, t_logits, y, s_feats, t_feats)
     out["loss"].backward()
     return out
