@@ -131,6 +131,7 @@ def test_gradient_matches_analytic_form(t: float) -> None:
         (lambda: validate_temperature(float("nan")), "not a number"),
         (lambda: validate_beta(float("inf")), "beta=inf"),
         (lambda: validate_temperature("4"), "not a number"),
+        (lambda: LogitKD(alpha=0.5, temperature=2.0, label_smoothing=1.0), "label_smoothing=1.0"),
     ],
 )
 def test_bad_hyper_parameters_are_rejected_clearly(make, match) -> None:
@@ -147,3 +148,14 @@ def test_validation_passes_good_values_through() -> None:
 def test_mismatched_class_counts_are_rejected() -> None:
     with pytest.raises(ValueError, match="same number of classes"):
         LogitKD(alpha=0.5, temperature=2.0)(torch.randn(2, 10), torch.randn(2, 100), torch.zeros(2))
+
+
+def test_label_smoothing_applies_to_the_ce_term_only() -> None:
+    torch.manual_seed(0)
+    zs, zt, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
+    plain = LogitKD(alpha=0.5, temperature=2.0)(zs, zt, y)
+    smooth = LogitKD(alpha=0.5, temperature=2.0, label_smoothing=0.1)(zs, zt, y)
+    torch.testing.assert_close(smooth["ce"], F.cross_entropy(zs, y, label_smoothing=0.1))
+    torch.testing.assert_close(smooth["kd"], plain["kd"])
+    smooth_ce = CrossEntropy(label_smoothing=0.1)(zs, None, y)["loss"]
+    torch.testing.assert_close(smooth_ce, F.cross_entropy(zs, y, label_smoothing=0.1))

@@ -9,6 +9,7 @@ from kdlab.distill.base import (
     KDLoss,
     validate_alpha,
     validate_beta,
+    validate_label_smoothing,
     validate_temperature,
 )
 from kdlab.distill.ensemble import ensemble_logits
@@ -23,5 +24,6 @@ __all__ = [
     "ensemble_logits",
     "validate_alpha",
     "validate_beta",
+    "validate_label_smoothing",
     "validate_temperature",
 ]

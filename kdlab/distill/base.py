@@ -63,6 +63,15 @@ def validate_beta(beta: object) -> float:
     return b
 
 
+def validate_label_smoothing(label_smoothing: object) -> float:
+    """Label smoothing of the CE term in [0, 1) (1 would erase the labels)."""
+    hint = "label smoothing must be in [0, 1) (0 = none); pass e.g. label_smoothing=0.1"
+    ls = _check_number("label_smoothing", label_smoothing, hint)
+    if not 0.0 <= ls < 1.0:
+        raise ValueError(f"label_smoothing={label_smoothing!r} is outside [0, 1): {hint}")
+    return ls
+
+
 def cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """CE in float32 (hard class indices or soft/mixed target probabilities)."""
     if targets.is_floating_point():
@@ -112,10 +121,7 @@ class CrossEntropy(KDLoss):
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        ls = _check_number("label_smoothing", label_smoothing, "pass a value in [0, 1)")
-        if not 0.0 <= ls < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing!r} must be in [0, 1)")
-        self.label_smoothing = ls
+        self.label_smoothing = validate_label_smoothing(label_smoothing)
 
     def forward(
         self,

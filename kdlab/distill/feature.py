@@ -17,11 +17,11 @@ from torch import Tensor, nn
 
 from kdlab.distill.base import (
     KDLoss,
-    _check_number,
     cross_entropy,
     mix,
     validate_alpha,
     validate_beta,
+    validate_label_smoothing,
 )
 from kdlab.models.base import check_stages, stage_shapes
 
@@ -91,10 +91,7 @@ class FeatureKD(KDLoss):
         if not names or len(set(names)) != len(names):
             raise ValueError(f"stages={list(names)} must be a non-empty list of distinct names")
         self.stages = names
-        ls = _check_number("label_smoothing", label_smoothing, "pass a value in [0, 1)")
-        if not 0.0 <= ls < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing!r} must be in [0, 1)")
-        self.label_smoothing = ls
+        self.label_smoothing = validate_label_smoothing(label_smoothing)
         self.projections = nn.ModuleDict()
         self._sizes: dict[str, tuple[int, int]] = {}
 

@@ -14,10 +14,10 @@ from torch import Tensor
 
 from kdlab.distill.base import (
     KDLoss,
-    _check_number,
     cross_entropy,
     mix,
     validate_alpha,
+    validate_label_smoothing,
     validate_temperature,
 )
 
@@ -52,10 +52,7 @@ class LogitKD(KDLoss):
         super().__init__()
         self.alpha = validate_alpha(alpha)
         self.temperature = validate_temperature(temperature)
-        ls = _check_number("label_smoothing", label_smoothing, "pass a value in [0, 1)")
-        if not 0.0 <= ls < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing!r} must be in [0, 1)")
-        self.label_smoothing = ls
+        self.label_smoothing = validate_label_smoothing(label_smoothing)
 
     def forward(
         self,
