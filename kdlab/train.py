@@ -14,6 +14,8 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,21 +37,35 @@ def _optional(cfg: DictConfig | None) -> Any:
 def build_system(cfg: DictConfig, net) -> L.LightningModule:
     """Classifier for CE training, Distiller when a KD loss (``distill``) is configured."""
     from kdlab.distill.base import CrossEntropy
+    from kdlab.distill.init import interpolate_init, lr_scale, seeded_build, validate_lambda
     from kdlab.systems import Classifier, Distiller
 
+    lam = (cfg.get("student_init") or {}).get("lambda")  # init proximity (null = off)
+    lam = None if lam is None else validate_lambda(lam)
     common = dict(
         optimizer=instantiate(cfg.optim),
         scheduler=_optional(cfg.get("scheduler")),
         grad_clip=cfg.grad_clip,
-        lr_scale=cfg.get("lr_scale", 1.0),
+        lr_scale=cfg.get("lr_scale", 1.0) * lr_scale(lam),
     )
     if cfg.get("distill") is None:
+        if lam is not None:
+            raise ValueError("student_init.lambda needs a teacher: use a distillation experiment")
         return Classifier(net, criterion=CrossEntropy(cfg.label_smoothing), **common)
     if cfg.get("teacher") is None:
         raise ValueError("distill is set but no teacher: add teacher=<arch> (e.g. teacher=r50)")
-    teacher = instantiate(cfg.teacher)
+    # the teacher's throw-away random init must not shift the data-order stream
+    teacher = seeded_build(lambda: instantiate(cfg.teacher), 0)
+    if lam is not None:
+        if len(teacher.members) != 1:
+            raise ValueError("student_init.lambda needs a single teacher, not an ensemble")
+        interpolate_init(net, teacher.members[0], lam)
     criterion = instantiate(cfg.distill)
-    return Distiller(net, teacher, criterion, clip_scope=cfg.clip_scope, **common)
+    cka = cfg.get("cka") or {}
+    return Distiller(
+        net, teacher, criterion, clip_scope=cfg.clip_scope, cka=bool(cka.get("enabled")),
+        cka_stages=cka.get("stages"), cka_reduce=cka.get("reduce", "gap"), **common,
+    )  # fmt: skip
 
 
 def collect_results(cfg: DictConfig, system, trainer, best: dict, final: dict) -> dict[str, Any]:
@@ -68,7 +84,11 @@ def collect_results(cfg: DictConfig, system, trainer, best: dict, final: dict) -
         "seed": cfg.seed,
         "epochs": cfg.trainer.max_epochs,
         "epochs_trained": trainer.current_epoch,
-        "val_acc_best": ckpt.best_model_score,
+        # with early stopping the best checkpoint is chosen on val/loss (best_ckpt_monitor)
+        "val_acc_best": ckpt.best_model_score if ckpt.monitor == "val/acc" else None,
+        "best_ckpt_monitor": ckpt.monitor,
+        "init_seed": cfg.get("init_seed"),
+        "student_init_lambda": (cfg.get("student_init") or {}).get("lambda"),
     }
     names = ["acc", "nll", "ece"] + (["agreement", "kl"] if teacher is not None else [])
     for name in names:
@@ -78,14 +98,22 @@ def collect_results(cfg: DictConfig, system, trainer, best: dict, final: dict) -
     if teacher is not None:
         res |= {
             "teacher_test_acc": best.get("test/teacher_acc"),
+            "teacher_member_test_acc": [
+                best[k] for k in sorted(best) if k.startswith("test/teacher_acc_m")
+            ]
+            or None,
             "teacher_ckpt": [s["path"] for s in teacher.sources],
             "teacher_sha256": [s["sha256"] for s in teacher.sources],
             "teacher_params": sum(p.numel() for p in teacher.members[0].parameters()),
             "grad_clip_scope": cfg.clip_scope,
         }
+        res |= {f"test_{k[5:]}": v for k, v in best.items() if k.startswith("test/cka_")}
     res |= {
         "grad_clip": cfg.grad_clip,
         "student_params": count_parameters(system.net),
+        "compression_ratio": res["teacher_params"] / count_parameters(system.net)
+        if teacher is not None
+        else None,
         "best_ckpt": ckpt.best_model_path,
         "git_commit": git_commit(),
         "output_dir": cfg.paths.output_dir,
@@ -116,19 +144,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    net = instantiate(cfg.model)
+    from kdlab.distill.init import seeded_build
+
+    # init_seed fixes the student's initial weights apart from the data-order seed (paired runs)
+    init_seed = cfg.seed if cfg.get("init_seed") is None else cfg.init_seed
+    net = seeded_build(lambda: instantiate(cfg.model), init_seed)
     system = build_system(cfg, net)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    if cfg.get("teacher_cache"):  # teacher logits once, for un-augmented training only
+        from kdlab.distill.logit_cache import build_logit_cache
+
+        if not system.has_teacher:
+            raise ValueError("teacher_cache=true needs a distillation run (a teacher)")
+        device = trainer.strategy.root_device
+        system.use_teacher_cache(build_logit_cache(system.teacher, datamodule, device))
+        datamodule.return_index = True
 
     last = out / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() else None
     if resume:
         log.info("resuming from %s", resume)
     trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
+    val_acc_max = trainer.callback_metrics.get("val/acc_best")  # tests reset callback_metrics
 
     # Final weights first (they are in memory), then the best-val checkpoint.
     system.test_prefix = "test_final"
@@ -138,6 +179,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best = trainer.test(system, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
 
     res = collect_results(cfg, system, trainer, best, final)
+    if res["val_acc_best"] is None:  # checkpoint chosen on val/loss: report the run's best val acc
+        res["val_acc_best"] = val_acc_max
+    if system.has_teacher and (cfg.get("fidelity") or {}).get("train_set", True):
+        from kdlab.metrics.fidelity import evaluate_fidelity
+
+        cache = system.teacher_cache  # same weights as test_agreement: the best-val ones
+        fid = evaluate_fidelity(
+            system.net, system.teacher, datamodule.loader("train"),
+            trainer.strategy.root_device, cache.logits if cache is not None else None,
+        )  # fmt: skip
+        res |= {"train_agreement": fid["agreement"], "train_kl": fid["kl"]}
     if cfg.export_teacher:
         res["teacher_store_path"] = str(export_teacher(cfg, system, res))
     res["duration_s"] = round(time.time() - started, 1)
@@ -153,8 +205,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> dict[str, Any]:
+    """Hydra entry: one run, or one job of a ``-m`` sweep.
+
+    In a sweep a failing job is recorded (``results.json`` with ``status: failed`` and
+    ``error.txt``) instead of raised, so the other jobs still run and the sweep summary
+    (``kdlab.sweep.SweepSummary``) lists it; a single run re-raises (non-zero exit).
+    """
     try:
         return train(cfg)
+    except Exception as err:
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        from kdlab.sweep import record_failure
+
+        return record_failure(cfg, err, hc.runtime.output_dir)
     finally:
         import sys
 

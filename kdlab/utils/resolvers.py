@@ -7,6 +7,9 @@ seed into the short tag used in run names and sweep folder names (``a0.5_T4_s0``
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import PurePath
+
 from omegaconf import OmegaConf
 
 
@@ -32,6 +35,29 @@ def run_tag(alpha=None, temperature=None, beta=None, seed=None) -> str:
     return "_".join(parts) or "run"
 
 
+def wandb_group(name: str, mode, sweep_dir: str, output_dir: str) -> str:
+    """One W&B group per ``-m`` call (``<name>_<sweep timestamp>``), a group of its own per run.
+
+    Every job of a sweep shares the sweep folder, whose name is the sweep's start time, so the
+    group is identical for all of them; a single run uses its own folder name instead.
+    """
+    folder = sweep_dir if "MULTIRUN" in str(mode) else output_dir
+    return f"{name}_{PurePath(str(folder)).name}"
+
+
+def wandb_id(output_dir: str) -> str:
+    """A stable W&B run id from the output folder: a resumed run continues the same W&B run."""
+    return hashlib.sha1(str(output_dir).encode()).hexdigest()[:16]
+
+
+def job_type(method: str) -> str:
+    """W&B job type: teacher and baseline as they are, every KD method (logit, feature…) → distill."""
+    return method if method in ("teacher", "baseline") else "distill"
+
+
 def register() -> None:
     OmegaConf.register_new_resolver("kdlab.precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("kdlab.tag", run_tag, replace=True)
+    OmegaConf.register_new_resolver("kdlab.wandb_group", wandb_group, replace=True)
+    OmegaConf.register_new_resolver("kdlab.wandb_id", wandb_id, replace=True)
+    OmegaConf.register_new_resolver("kdlab.job_type", job_type, replace=True)

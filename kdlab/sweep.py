@@ -1,0 +1,174 @@
+"""Sweeps that survive their failures: failed-job records, the end-of-sweep summary, SLURM env.
+
+A Hydra multirun aborts at the first job that raises, which hides every later job. ``main()`` in
+``kdlab.train`` therefore catches a job's exception in multirun mode and calls
+:func:`record_failure`, so the job's folder still holds a ``results.json`` (``status: failed``)
+and an ``error.txt`` with the traceback. :class:`SweepSummary` (a Hydra callback registered in
+``conf/hydra/default.yaml``) then reads every job folder of the sweep at the end, prints a
+table, writes ``<sweep dir>/sweep_summary.json`` and exits with status 1 when any job failed or
+left no results (a job killed outright has a ``.hydra/`` folder but no ``results.json``).
+
+The summary reads the file system instead of Hydra's job returns because submitit jobs run in
+other processes (or on other machines): the folders are the only thing every launcher shares.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("kdlab.sweep")
+
+# The keys of results.json that identify a job (copied into failure records and the summary).
+_ID_KEYS = ("experiment", "method", "alpha", "temperature", "beta", "seed")
+
+
+def record_failure(cfg: DictConfig, err: BaseException, out_dir: str | Path) -> dict[str, Any]:
+    """Write ``results.json`` (``status: failed``) and ``error.txt`` for a job that raised.
+
+    The record carries the job's identity (experiment, α, T, β, seed) so the report and the
+    summary can say *which* point of the grid is missing without parsing folder names.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    root = err
+    while root.__cause__ is not None:  # Hydra wraps constructor errors: report the real one
+        root = root.__cause__
+    res: dict[str, Any] = {"status": "failed", "error": f"{type(root).__name__}: {root}"}
+    for key in _ID_KEYS:
+        res[key] = cfg.get("name" if key == "experiment" else key)
+    try:
+        res["dataset"] = cfg.data.name
+    except Exception:  # a config that does not even resolve is exactly what we are recording
+        res["dataset"] = None
+    res["output_dir"] = str(out)
+    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    (out / "error.txt").write_text(tb)
+    (out / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    log.error("job failed: %s (traceback in %s)", res["error"], out / "error.txt")
+    return res
+
+
+def _overrides(job_dir: Path) -> list[str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+
+
+def _job_num(job_dir: Path) -> tuple[int, str]:
+    head = job_dir.name.split("_", 1)[0]
+    return (int(head) if head.isdigit() else 1 << 30, job_dir.name)
+
+
+def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per job folder (a folder with ``.hydra/``): status finished, failed or missing."""
+    rows = []
+    for job in sorted(
+        (p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()), key=_job_num
+    ):
+        row: dict[str, Any] = {"job": job.name, "dir": str(job), "overrides": _overrides(job)}
+        res_path = job / "results.json"
+        if not res_path.is_file():
+            row |= {"status": "missing", "error": "no results.json (killed, or still running)"}
+        else:
+            try:
+                res = json.loads(res_path.read_text())
+            except json.JSONDecodeError as err:
+                res = {"status": "failed", "error": f"unreadable results.json: {err}"}
+            row["status"] = res.get("status", "finished")
+            row |= {k: res.get(k) for k in _ID_KEYS + ("test_acc_best", "error")}
+        rows.append(row)
+    return rows
+
+
+def summarize(sweep_dir: str | Path) -> dict[str, Any]:
+    """Collect the jobs of ``sweep_dir`` and write ``sweep_summary.json`` beside them."""
+    jobs = collect_jobs(sweep_dir)
+    counts = {s: sum(j["status"] == s for j in jobs) for s in ("finished", "failed", "missing")}
+    summary = {"sweep_dir": str(sweep_dir), "total": len(jobs), **counts, "jobs": jobs}
+    Path(sweep_dir, "sweep_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """A rich table: one line per job with its status, overrides, test accuracy and folder."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sweep {summary['sweep_dir']}", show_lines=False)
+    for col in ("job", "status", "overrides", "test acc", "error"):
+        table.add_column(col, overflow="fold")
+    colour = {"finished": "green", "failed": "red", "missing": "yellow"}
+    # Only the overrides that tell the jobs apart (α, T, seed…), not those every job shares.
+    shared = (
+        set.intersection(*(set(j["overrides"]) for j in summary["jobs"]))
+        if summary["jobs"]
+        else set()
+    )
+    if len(summary["jobs"]) == 1:
+        shared = set()
+    for job in summary["jobs"]:
+        acc = job.get("test_acc_best")
+        table.add_row(
+            job["job"],
+            f"[{colour[job['status']] if job['status'] in colour else 'red'}]{job['status']}",
+            " ".join(o for o in job["overrides"] if o not in shared),
+            f"{acc:.2f}" if isinstance(acc, int | float) else "",
+            (job.get("error") or "")[:300],
+        )
+    console = Console(width=160)
+    console.print(table)
+    console.print(
+        f"{summary['finished']} finished, {summary['failed']} failed, {summary['missing']} "
+        f"missing of {summary['total']} → {Path(summary['sweep_dir']) / 'sweep_summary.json'}"
+    )
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summary table + ``sweep_summary.json`` at the end of every multirun.
+
+    Exits the process with status 1 (``SystemExit``, which Hydra's callback runner lets
+    through, unlike ordinary exceptions that it turns into warnings) when any job failed or left
+    no results, so shell scripts and CI notice a partly failed sweep; ``exit_on_failure: false``
+    in ``conf/hydra/default.yaml`` turns that off.
+    """
+
+    def __init__(self, exit_on_failure: bool = True) -> None:
+        self.exit_on_failure = exit_on_failure
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir():
+            return
+        summary = summarize(sweep_dir)
+        print_summary(summary)
+        bad = summary["failed"] + summary["missing"]
+        if bad and self.exit_on_failure:
+            log.error(
+                "%d of %d sweep jobs did not finish (see %s)", bad, summary["total"], sweep_dir
+            )
+            raise SystemExit(1)
+
+
+def slurm_environment(auto_requeue: bool = True, requeue_signal: str = "SIGUSR1"):
+    """Lightning's SLURM cluster environment with auto-requeue, or the plain one off SLURM.
+
+    On SIGUSR1 (sent by SLURM ``signal_delay_s`` before the time limit, see
+    ``conf/hydra/launcher/slurm.yaml``) Lightning saves a checkpoint and runs ``scontrol
+    requeue``; the requeued job re-runs the same pickled submitit call, hence the same Hydra
+    output folder, and ``kdlab.train`` resumes from its ``checkpoints/last.ckpt``. Off SLURM the
+    plain environment is returned so ``trainer=slurm`` is harmless in local tests.
+    """
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return LightningEnvironment()
+    return SLURMEnvironment(
+        auto_requeue=auto_requeue, requeue_signal=signal.Signals[requeue_signal]
+    )
