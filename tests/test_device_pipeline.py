@@ -201,3 +201,32 @@ def test_cuda_loader_keeps_everything_on_the_device_with_the_cpu_order():
     # the epoch order comes from a CPU generator, so it does not depend on the device
     assert gpu.plan(3).indices.cpu().tolist() == cpu.plan(3).indices.tolist()
     assert sorted(_ids(gpu)) == list(range(37))
+
+
+def test_lightning_trains_from_it_and_passes_the_epoch():
+    import lightning as L
+
+    class Tiny(L.LightningModule):
+        def __init__(self, loader: DeviceLoader) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(3 * 32 * 32, 4)
+            self.loader, self.seen = loader, []
+
+        def training_step(self, batch, _):
+            x, y = batch
+            self.seen.append((self.current_epoch, self.loader.epoch, x.shape[0]))
+            return torch.nn.functional.cross_entropy(self.net(x.flatten(1)), y % 4)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = _loader(20)
+    loader.set_epoch(7)  # stale value: Lightning must overwrite it at every epoch start
+    module = Tiny(loader)
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=loader)
+    assert [(e, le) for e, le, _ in module.seen] == [(0, 0)] * 3 + [(1, 1)] * 3
+    assert sum(b for *_, b in module.seen) == 40

@@ -116,7 +116,8 @@ class DeviceLoader:
             raise ValueError("mixup_alpha > 0 needs num_classes to build soft targets")
         self.device = torch.device(device)
         self.images = _to_nchw_uint8(images).to(self.device)
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(self.device)
+        labels = labels if isinstance(labels, Tensor) else torch.as_tensor(np.asarray(labels))
+        self.labels = labels.to(device=self.device, dtype=torch.int64)
         if len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
         if len(self.images) == 0:
