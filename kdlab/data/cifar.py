@@ -29,15 +29,20 @@ _TORCHVISION = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 class ArrayDataset(Dataset):
     """uint8 images (N×32×32×3) + labels, transformed per sample (CHW uint8 → float)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, transform, return_index: bool = False
+    ) -> None:
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # view, no copy
         self.labels = torch.from_numpy(labels)
         self.transform = transform
+        self.return_index = return_index  # (x, y, i): lets a teacher-logit cache find row i
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
+        if self.return_index:
+            return self.transform(self.images[i]), self.labels[i], i
         return self.transform(self.images[i]), self.labels[i]
 
 
@@ -84,6 +89,7 @@ class CIFARDataModule(L.LightningDataModule):
         self.augment, self.pipeline, self.mixup_alpha = augment, pipeline, mixup_alpha
         self.mean, self.std = mean_std(name, normalize)
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.return_index = False  # training batches (x, y, idx); set for the teacher-logit cache
 
     @property
     def num_classes(self) -> int:
@@ -156,7 +162,8 @@ class CIFARDataModule(L.LightningDataModule):
                 seed=self.split_seed, drop_last=False, device=self._device(), rank=rank,
                 world_size=world, num_classes=self.num_classes,
             )  # fmt: skip
-        ds = ArrayDataset(images, labels, build_transform(self.mean, self.std, augment))
+        transform = build_transform(self.mean, self.std, augment)
+        ds = ArrayDataset(images, labels, transform, return_index=train and self.return_index)
         return DataLoader(
             ds, batch_size=bs, shuffle=train, num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
@@ -174,9 +181,9 @@ class CIFARDataModule(L.LightningDataModule):
         if self.mixup_alpha > 0 and trainer is not None and trainer.training:
             from kdlab.data.augment import mixup
 
-            x, y = batch
+            x, y, *rest = batch
             x, y_soft, _ = mixup(x, y, self.num_classes, self.mixup_alpha, None)
-            return x, y_soft
+            return (x, y_soft, *rest)
         return batch
 
     def train_dataloader(self):

@@ -61,8 +61,10 @@ class Classifier(L.LightningModule):
     has_teacher = False
 
     # -- the pieces subclasses change ------------------------------------------------------
-    def compute_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Student logits and the loss terms of one training batch."""
+    def compute_losses(
+        self, x: Tensor, y: Tensor, idx: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Student logits and the loss terms of one training batch (``idx``: sample indices)."""
         logits = self.net(x)
         return logits, self.criterion(logits, None, y)
 
@@ -81,9 +83,9 @@ class Classifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        logits, terms = self.compute_losses(x, y)
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x, y, *idx = batch  # (x, y, idx) when the datamodule returns sample indices
+        logits, terms = self.compute_losses(x, y, *idx)
         hard = y.argmax(-1) if y.ndim == 2 else y  # MixUp gives soft targets
         self.train_acc(logits.detach(), hard)
         self.log("train/loss", terms["loss"], on_step=True, on_epoch=True, prog_bar=True)

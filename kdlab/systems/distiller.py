@@ -8,11 +8,13 @@ checkpoint (its weights live in the teacher store; the checkpoint records its ha
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from kdlab.metrics.cka import LinearCKA
+from kdlab.metrics.fidelity import cka_stage_pairs
 from kdlab.systems.classifier import Classifier
 
 
@@ -31,6 +33,9 @@ class Distiller(Classifier):
         grad_clip: float | None = None,
         clip_scope: str = "all",
         lr_scale: float = 1.0,
+        cka: bool = False,
+        cka_stages: Sequence[str] | None = None,
+        cka_reduce: str = "gap",
     ) -> None:
         if clip_scope not in ("all", "student"):
             raise ValueError(
@@ -41,8 +46,25 @@ class Distiller(Classifier):
         self.teacher = teacher
         self.clip_scope = clip_scope
         self.criterion.bind(net, teacher)  # builds projections before the optimiser exists
+        # optional per-stage linear CKA on test (an extra forward of both nets per test batch)
+        self.cka_pairs = cka_stage_pairs(net, teacher, cka_stages) if cka else []
+        self.cka_metrics = nn.ModuleDict(
+            {_cka_name(s, t): LinearCKA(cka_reduce) for s, t in self.cka_pairs}
+        )
+        self.teacher_cache: nn.Module | None = None  # kdlab.distill.logit_cache (use_teacher_cache)
 
-    def compute_losses(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def use_teacher_cache(self, cache: nn.Module) -> None:
+        """Take training-batch teacher logits from ``cache.lookup(idx)`` instead of the teacher."""
+        if self.criterion.stages:
+            raise ValueError(
+                "teacher_cache holds logits only; this loss needs teacher features "
+                f"{list(self.criterion.stages)}: set teacher_cache=false"
+            )
+        self.teacher_cache = cache
+
+    def compute_losses(
+        self, x: Tensor, y: Tensor, idx: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         stages = self.criterion.stages
         if stages:
             logits, s_feats = self.net.forward_stages(x)
@@ -50,9 +72,24 @@ class Distiller(Classifier):
                 t_logits, t_feats = self.teacher.forward_stages(x)
             return logits, self.criterion(logits, t_logits, y, s_feats, t_feats)
         logits = self.net(x)
-        with torch.no_grad():
-            t_logits = self.teacher(x)
+        if self.teacher_cache is not None:
+            if idx is None:
+                raise ValueError("teacher_cache is set but training batches carry no indices")
+            t_logits = self.teacher_cache.lookup(idx)
+        else:
+            with torch.no_grad():
+                t_logits = self.teacher(x)
         return logits, self.criterion(logits, t_logits, y)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        super().test_step(batch, batch_idx)
+        if not self.cka_pairs:
+            return
+        _, s_feats = self.net.forward_stages(batch[0])
+        _, t_feats = self.teacher.forward_stages(batch[0])
+        for (s, t), (name, metric) in zip(self.cka_pairs, self.cka_metrics.items(), strict=True):
+            metric.update(s_feats[s], t_feats[t])
+            self.log(f"{self.test_prefix}/{name}", metric, on_step=False, on_epoch=True)
 
     @torch.no_grad()
     def eval_teacher_logits(self, x: Tensor) -> Tensor:
@@ -80,3 +117,8 @@ class Distiller(Classifier):
         state = checkpoint["state_dict"]
         for k, v in self.teacher.state_dict().items():
             state.setdefault(f"teacher.{k}", v)
+
+
+def _cka_name(s: str, t: str) -> str:
+    """``cka_<stage>`` (logged as ``test/cka_<stage>``), ``cka_<s>_<t>`` for differing names."""
+    return f"cka_{s}" if s == t else f"cka_{s}_{t}"
