@@ -88,6 +88,8 @@ def test_loader_batches_are_the_planned_views():
     expected = normalize(crop_flip_views(raw, plan.dy, plan.dx, plan.flip), MEAN, STD)
     assert torch.equal(x, expected)
     assert x.dtype == torch.float32 and y.dtype == torch.int64
+    _, y_i, idx = next(iter(_loader(20, batch_size=20, return_index=True)))
+    assert torch.equal(idx, plan.indices) and torch.equal(y_i, idx)  # labels are the ids here
 
 
 def test_same_seed_same_batches_other_epoch_other_order():

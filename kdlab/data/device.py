@@ -85,7 +85,9 @@ class DeviceLoader:
 
     ``x`` is float32 ``B×3×H×W``, normalised with ``mean``/``std`` (after crop+flip when
     ``augment``); ``y`` is int64 ``[B]``, or float ``[B, num_classes]`` soft targets when
-    ``mixup_alpha > 0``. See the module docstring for epochs, seeding and DDP sharding.
+    ``mixup_alpha > 0``. With ``return_index`` a third item holds the dataset indices (int64
+    ``[B]``), as the DataLoader path's ``return_index`` does for per-image lookups. See the
+    module docstring for epochs, seeding and DDP sharding.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class DeviceLoader:
         mixup_alpha: float = 0.0,
         num_classes: int | None = None,
         padding: int = 4,
+        return_index: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -130,6 +133,7 @@ class DeviceLoader:
         self.augment, self.shuffle, self.drop_last = augment, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.mixup_alpha, self.num_classes, self.padding = mixup_alpha, num_classes, padding
+        self.return_index = return_index
         self._next_epoch = 0
         self.epoch = 0  # the epoch of the pass in progress (or last started)
         self.sampler = _EpochHook(self)  # lets Lightning's _set_sampler_epoch reach set_epoch
@@ -176,7 +180,7 @@ class DeviceLoader:
         dy, dx, flip = sample_views(len(indices), self.padding, g, self.device)
         return EpochPlan(indices, dy, dx, flip)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
         self.epoch = self._next_epoch
         self._next_epoch = self.epoch + 1
         plan = self.plan(self.epoch)
@@ -194,4 +198,4 @@ class DeviceLoader:
             y = self.labels[idx]
             if mix_gen is not None:
                 x, y, _ = mixup(x, y, self.num_classes, self.mixup_alpha, mix_gen)
-            yield x, y
+            yield (x, y, idx) if self.return_index else (x, y)
