@@ -61,7 +61,7 @@ def build_system(cfg: DictConfig, net) -> L.LightningModule:
             raise ValueError("student_init.lambda needs a single teacher, not an ensemble")
         interpolate_init(net, teacher.members[0], lam)
     criterion = instantiate(cfg.distill)
-    cka = cfg.get("cka") or {}
+    cka = OmegaConf.to_container(cfg.cka, resolve=True) if cfg.get("cka") else {}  # plain lists
     return Distiller(
         net, teacher, criterion, clip_scope=cfg.clip_scope, cka=bool(cka.get("enabled")),
         cka_stages=cka.get("stages"), cka_reduce=cka.get("reduce", "gap"), **common,

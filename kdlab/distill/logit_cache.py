@@ -107,7 +107,8 @@ def build_logit_cache(teacher, datamodule, device: torch.device | str = "cpu") -
             return TeacherLogitCache(obj["logits"], path)
         log.warning("teacher-logit cache %s has the wrong shape; recomputing", path)
     log.info("teacher-logit cache: computing %d teacher logits → %s", n, path)
-    logits = compute_logits(teacher, datamodule.loader("train"), device)
+    with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global RNG:
+        logits = compute_logits(teacher, datamodule.loader("train"), device)  # keep data order
     meta = {"dataset": datamodule.name, "teacher": [s["sha256"] for s in teacher.sources]}
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save({"logits": logits, **meta}, tmp)
