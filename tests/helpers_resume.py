@@ -1,0 +1,21 @@
+"""A test-only Lightning callback that interrupts training, importable in a subprocess.
+
+``tests/test_resume.py`` passes it to ``python -m kdlab.train`` with
+``+callbacks.stopper._target_=helpers_resume.StopAfterEpochs`` (``tests/`` on ``PYTHONPATH``):
+it stands in for a run killed after its first epoch, leaving ``checkpoints/last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+
+
+class StopAfterEpochs(L.Callback):
+    """Stop the fit loop once ``epochs`` epochs (training + validation + checkpoint) are done."""
+
+    def __init__(self, epochs: int = 1) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
