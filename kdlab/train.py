@@ -99,9 +99,10 @@ def collect_results(cfg: DictConfig, system, trainer, best: dict, final: dict) -
         res |= {
             "teacher_test_acc": best.get("test/teacher_acc"),
             "teacher_member_test_acc": [
-                best[k] for k in sorted(best) if k.startswith("test/teacher_acc_m")
+                best.get(f"test/teacher_acc_m{i}") for i in range(len(teacher.members))
             ]
-            or None,
+            if len(teacher.members) > 1
+            else None,
             "teacher_ckpt": [s["path"] for s in teacher.sources],
             "teacher_sha256": [s["sha256"] for s in teacher.sources],
             "teacher_params": sum(p.numel() for p in teacher.members[0].parameters()),

@@ -57,6 +57,7 @@ class CIFARDataModule(L.LightningDataModule):
         num_classes: int | None = None,
         val_size: int = 5000,
         split_seed: int = 20240607,
+        seed: int = 0,
         batch_size: int = 128,
         eval_batch_size: int = 512,
         num_workers: int = 4,
@@ -81,6 +82,7 @@ class CIFARDataModule(L.LightningDataModule):
             raise ValueError("data.batch_size and data.eval_batch_size must be ≥ 1")
         self.name, self.root, self.download = name, str(root), download
         self.val_size, self.split_seed = val_size, split_seed
+        self.seed = seed  # data order / augmentation of the device pipeline (the run seed)
         self.batch_size, self.eval_batch_size, self.num_workers = (
             batch_size,
             eval_batch_size,
@@ -127,7 +129,8 @@ class CIFARDataModule(L.LightningDataModule):
         self.splits["train"] = (x[train_idx], y[train_idx])
         self.splits["val"] = (x[val_idx], y[val_idx])
         self.splits["test"] = load_split(self.root, self.name, train=False)
-        self.train_indices = train_idx  # positions in the official training set (for caches)
+        # positions in the official training set: for caches and for checking the split
+        self.train_indices, self.val_indices = train_idx, val_idx
         log.info(
             "%s: %d train / %d val (split seed %d) / %d test images",
             self.name, len(train_idx), len(val_idx), self.split_seed, len(self.splits["test"][1]),
@@ -159,7 +162,7 @@ class CIFARDataModule(L.LightningDataModule):
             rank, world = self._rank_world()
             return DeviceLoader(
                 images, labels, bs, self.mean, self.std, augment=augment, shuffle=train,
-                seed=self.split_seed, drop_last=False, device=self._device(), rank=rank,
+                seed=self.seed, drop_last=False, device=self._device(), rank=rank,
                 world_size=world, num_classes=self.num_classes,
             )  # fmt: skip
         transform = build_transform(self.mean, self.std, augment)

@@ -80,8 +80,12 @@ class EnsembleTeacher(_Frozen):
         self.members = list(nets)
         self.freeze()
 
+    def forward_members(self, x: Tensor) -> Tensor:
+        """Every member's logits, stacked ``[M, B, C]``."""
+        return torch.stack([net(x) for net in self.nets])
+
     def forward(self, x: Tensor) -> Tensor:
-        return ensemble_logits(torch.stack([net(x) for net in self.nets]))
+        return ensemble_logits(self.forward_members(x))
 
 
 def load_teacher_net(

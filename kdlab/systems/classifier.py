@@ -68,7 +68,8 @@ class Classifier(L.LightningModule):
         logits = self.net(x)
         return logits, self.criterion(logits, None, y)
 
-    def eval_teacher_logits(self, x: Tensor) -> Tensor | None:
+    def eval_teacher_logits(self, x: Tensor, y: Tensor | None = None) -> Tensor | None:
+        """The teacher's logits for evaluation batches (None: no teacher)."""
         return None
 
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
@@ -130,7 +131,7 @@ class Classifier(L.LightningModule):
     def _eval_step(self, batch, metrics: StageMetrics, prefix: str) -> None:
         x, y = batch
         logits = self.net(x)
-        metrics.update(logits, y, self.eval_teacher_logits(x))
+        metrics.update(logits, y, self.eval_teacher_logits(x, y))
         for name, metric in metrics.items():
             self.log(f"{prefix}/{name}", metric, on_step=False, on_epoch=True)
         if prefix == "val":

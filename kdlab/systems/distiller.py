@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from kdlab.distill.ensemble import ensemble_logits
 from kdlab.metrics.cka import LinearCKA
+from kdlab.metrics.classification import PercentAccuracy
 from kdlab.metrics.fidelity import cka_stage_pairs
 from kdlab.systems.classifier import Classifier
 
@@ -45,6 +47,11 @@ class Distiller(Classifier):
         super().__init__(net, optimizer, scheduler, criterion, grad_clip, lr_scale)
         self.teacher = teacher
         self.clip_scope = clip_scope
+        # an ensemble's members are also scored on test, so results show what was averaged
+        members = len(getattr(teacher, "members", ()))
+        self.member_acc = nn.ModuleList(
+            PercentAccuracy(net.num_classes) for _ in range(members if members > 1 else 0)
+        )
         self.criterion.bind(net, teacher)  # builds projections before the optimiser exists
         # optional per-stage linear CKA on test (an extra forward of both nets per test batch)
         self.cka_pairs = cka_stage_pairs(net, teacher, cka_stages) if cka else []
@@ -92,7 +99,15 @@ class Distiller(Classifier):
             self.log(f"{self.test_prefix}/{name}", metric, on_step=False, on_epoch=True)
 
     @torch.no_grad()
-    def eval_teacher_logits(self, x: Tensor) -> Tensor:
+    def eval_teacher_logits(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        if len(self.member_acc) and y is not None and self.trainer.testing:
+            member_logits = self.teacher.forward_members(x)
+            for i, (metric, logits) in enumerate(zip(self.member_acc, member_logits, strict=True)):
+                metric.update(logits, y)
+                self.log(
+                    f"{self.test_prefix}/teacher_acc_m{i}", metric, on_step=False, on_epoch=True
+                )
+            return ensemble_logits(member_logits)
         return self.teacher(x)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
