@@ -135,3 +135,29 @@ def test_init_proximity_scales_lr_and_moves_student(tiny_cifar10, tmp_path):
     cfg.student_init["lambda"] = 1.0
     with pytest.raises(ValueError, match="student_init.lambda=1"):
         build_system(cfg, instantiate(cfg.model))
+
+
+def test_distiller_takes_teacher_logits_from_the_cache_by_index():
+    import functools
+
+    from kdlab.distill.logit import LogitKD
+    from kdlab.distill.logit_cache import TeacherLogitCache
+    from kdlab.distill.teacher import FrozenTeacher
+    from kdlab.models.cnn import small_cnn
+    from kdlab.systems import Distiller
+
+    torch.manual_seed(0)
+    system = Distiller(
+        small_cnn(10).eval(), FrozenTeacher(small_cnn(10)), LogitKD(alpha=1.0, temperature=4.0),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+    )  # fmt: skip
+    images, idx = torch.randn(6, 3, 32, 32), torch.tensor([4, 0, 2])
+    table = system.teacher(images).detach()
+    y = torch.zeros(3, dtype=torch.long)
+    plain = system.compute_losses(images[idx], y)[1]["kd"]
+    system.use_teacher_cache(TeacherLogitCache(table))
+    assert torch.allclose(system.compute_losses(images[idx], y, idx)[1]["kd"], plain, atol=1e-6)
+    system.use_teacher_cache(TeacherLogitCache(table.flip(0)))  # wrong rows → different loss
+    assert not torch.allclose(system.compute_losses(images[idx], y, idx)[1]["kd"], plain)
+    with pytest.raises(ValueError, match="carry no indices"):
+        system.compute_losses(images[idx], y)
