@@ -19,3 +19,15 @@ class StopAfterEpochs(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch + 1 >= self.epochs:
             trainer.should_stop = True
+
+
+class ProbeStart(L.Callback):
+    """Write where fit starts (epoch, global step) to ``<run>/fit_start.json``: after a resume
+    it must be the interrupted run's position, not epoch 0."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import json
+        from pathlib import Path
+
+        probe = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
+        Path(trainer.default_root_dir, "fit_start.json").write_text(json.dumps(probe))

@@ -1,0 +1,55 @@
+"""An interrupted run re-launched in the same folder resumes and ends exactly like an
+uninterrupted one (CPU, deterministic, num_workers=0).
+
+The interruption is ``helpers_resume.StopAfterEpochs`` (stands in for a kill after epoch 1).
+The model is the small CNN, whose dropout and the DataLoader's shuffle draw from the global
+RNGs, so equality also proves ``kdlab.sweep.RestoreRNGState`` puts those streams back.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from helpers_sweep import make_world, results, run_train, tiny  # noqa: E402
+from helpers_wandb import read_offline_run  # noqa: E402
+
+RUN = ["model=cnn", "name=resume", "+callbacks.rng_state._target_=kdlab.sweep.RestoreRNGState"]
+METRICS = ["val_acc_best", "test_acc_best", "test_acc_final", "test_nll", "test_ece"]
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_identical_metrics(tmp_path):
+    world = make_world(tmp_path)
+    args = [*RUN, *tiny(world, epochs=2, logger="wandb")]
+    full, part = tmp_path / "full", tmp_path / "interrupted"
+    run_train(tmp_path, *args, f"hydra.run.dir={full}")
+
+    stop = "+callbacks.stopper._target_=helpers_resume.StopAfterEpochs"
+    first = run_train(tmp_path, *args, stop, f"hydra.run.dir={part}")
+    assert "resuming from" not in first.stderr + first.stdout
+    ckpt = torch.load(part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (0, 2)
+    momentum = [s["momentum_buffer"] for s in ckpt["optimizer_states"][0]["state"].values()]
+    assert momentum and all(m.abs().sum() > 0 for m in momentum)  # SGD state is checkpointed
+    assert "kdlab_rng_states" in ckpt
+    assert results(part)["epochs_trained"] == 1
+
+    probe = "+callbacks.probe._target_=helpers_resume.ProbeStart"
+    second = run_train(tmp_path, *args, probe, f"hydra.run.dir={part}")
+    assert f"resuming from {part / 'checkpoints' / 'last.ckpt'}" in second.stderr + second.stdout
+    start = json.loads((part / "fit_start.json").read_text())
+    assert start == {"epoch": 1, "global_step": 2}  # continued after epoch 1, not restarted
+    a, b = results(full), results(part)
+    assert b["epochs_trained"] == a["epochs_trained"] == 2
+    assert {k: b[k] for k in METRICS} == {k: a[k] for k in METRICS}
+
+    # both halves log to the same W&B run (stable id from the output folder)
+    runs = [read_offline_run(p) for p in sorted((part / "wandb").glob("offline-run-*"))]
+    assert len(runs) == 2 and runs[0]["id"] == runs[1]["id"]
+    assert runs[0]["id"] != read_offline_run(next((full / "wandb").glob("offline-run-*")))["id"]
