@@ -84,14 +84,20 @@ def test_single_shared_seed_gives_mean_but_no_test():
 def test_groups_keep_datasets_apart_and_delta_uses_same_dataset_baseline(tmp_path):
     for s, (b10, b100) in enumerate([(94.0, 70.0), (94.2, 71.0)]):
         write_run(tmp_path, f"b10_{s}", seed=s, val_acc_best=95, test_acc_best=b10)
-        write_run(tmp_path, f"b100_{s}", dataset="cifar100", seed=s, val_acc_best=75, test_acc_best=b100)
+        write_run(
+            tmp_path, f"b100_{s}", dataset="cifar100", seed=s, val_acc_best=75, test_acc_best=b100
+        )
         kd = dict(teacher="r34", method="logit", alpha=0.5, temperature=4, val_acc_best=95)
         write_run(tmp_path, f"kd10_{s}", seed=s, test_acc_best=b10 + 0.5, **kd)
-        write_run(tmp_path, f"kd100_{s}", dataset="cifar100", seed=s, test_acc_best=b100 + 2.0, **kd)
+        write_run(
+            tmp_path, f"kd100_{s}", dataset="cifar100", seed=s, test_acc_best=b100 + 2.0, **kd
+        )
     groups = group_runs(collect_runs([tmp_path]))
     assert len(groups) == 4
     assert all(len({r.get("dataset") for r in g.runs.values()}) == 1 for g in groups.values())
-    deltas = {g.dataset: delta_vs_baseline(g, groups) for g in groups.values() if g.method == "logit"}
+    deltas = {
+        g.dataset: delta_vs_baseline(g, groups) for g in groups.values() if g.method == "logit"
+    }
     assert deltas["cifar10"].mean == pytest.approx(0.5)
     assert deltas["cifar100"].mean == pytest.approx(2.0)
 
@@ -115,8 +121,24 @@ def test_alpha_float_noise_does_not_split_a_group(tmp_path):
 def test_best_config_is_chosen_on_val_even_when_its_test_is_lower(tmp_path):
     kd = dict(teacher="r34", method="logit", temperature=4)
     for s in (0, 1):
-        write_run(tmp_path, f"a3_{s}", seed=s, alpha=0.3, val_acc_best=96.0 + s * 0.1, test_acc_best=94.0, **kd)
-        write_run(tmp_path, f"a7_{s}", seed=s, alpha=0.7, val_acc_best=95.0, test_acc_best=95.5 + s * 0.1, **kd)
+        write_run(
+            tmp_path,
+            f"a3_{s}",
+            seed=s,
+            alpha=0.3,
+            val_acc_best=96.0 + s * 0.1,
+            test_acc_best=94.0,
+            **kd,
+        )
+        write_run(
+            tmp_path,
+            f"a7_{s}",
+            seed=s,
+            alpha=0.7,
+            val_acc_best=95.0,
+            test_acc_best=95.5 + s * 0.1,
+            **kd,
+        )
     best = best_configs(group_runs(collect_runs([tmp_path])))
     chosen = best[("cifar10", "r34", "r18", "logit")]
     assert chosen.alpha == 0.3

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from kdlab.report import fmt  # noqa: E402
 from kdlab.report.capacity import pairs  # noqa: E402
@@ -83,14 +84,17 @@ def curves_figure(lines: list[Group], title: str) -> Figure | None:
     fig, axes = plt.subplots(1, len(PANELS), figsize=CURVES_SIZE, dpi=DPI, layout="constrained")
     drawn = 0
     for ax, (metric, ylabel) in zip(axes, PANELS, strict=True):
-        for g in lines:
+        for i, g in enumerate(lines):  # fixed colour per group, even where a panel lacks it
             ep, mean, std = seed_band(g, metric)
             if ep.size == 0:
                 continue
-            ax.plot(ep, mean, marker="o", ms=3, label=f"{_name(g)}, n={len(g.runs)}")
-            ax.fill_between(ep, mean - np.nan_to_num(std), mean + np.nan_to_num(std), alpha=0.25)
+            c = f"C{i}"
+            ax.plot(ep, mean, marker="o", ms=3, color=c, label=f"{_name(g)}, n={len(g.runs)}")
+            band = np.nan_to_num(std)
+            ax.fill_between(ep, mean - band, mean + band, color=c, alpha=0.25)
             drawn += 1
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         if not ax.lines:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)

@@ -50,7 +50,7 @@ def heatmap_matrix(
 
 
 def heatmap_figure(groups: list[Group], title: str) -> Figure:
-    """One annotated cell per (α, T), coloured by mean val accuracy; the best cell is boxed."""
+    """One annotated cell per (α, T), coloured by mean val accuracy; the best value in bold."""
     alphas, temps, mat = heatmap_matrix(groups)
     fig, ax = plt.subplots(figsize=HEATMAP_SIZE, dpi=DPI, layout="constrained")
     im = ax.imshow(np.ma.masked_invalid(mat), cmap="viridis", origin="lower", aspect="auto")

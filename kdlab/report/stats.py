@@ -42,8 +42,8 @@ def group_key(run: Run) -> GroupKey:
 
 
 def sort_key(key: GroupKey) -> tuple:
-    """Total order on group keys that may hold None next to str/float values."""
-    return tuple((v is None, "" if v is None else v) for v in key)
+    """Total order on group keys (None first: teachers and baselines lead the tables)."""
+    return tuple((v is not None, "" if v is None else v) for v in key)
 
 
 @dataclass(frozen=True)
