@@ -31,3 +31,21 @@ class ProbeStart(L.Callback):
 
         probe = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
         Path(trainer.default_root_dir, "fit_start.json").write_text(json.dumps(probe))
+
+
+class CountTestSamples(L.Callback):
+    """Write how many test images this process evaluated to ``<run>/test_rank<r>.json``:
+    proves a DDP run really shards the test set instead of every rank seeing all of it."""
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seen = 0
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.seen += len(batch[1])
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import json
+        from pathlib import Path
+
+        out = Path(trainer.default_root_dir, f"test_rank{trainer.global_rank}.json")
+        out.write_text(json.dumps({"seen": self.seen, "world_size": trainer.world_size}))
