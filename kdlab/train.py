@@ -8,6 +8,7 @@ from ``checkpoints/last.ckpt``.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for lg in trainer.loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    from kdlab.distill.fast import apply_fast
+
+    apply_fast(  # fast steps (issue 7): folded teacher, channels_last, compile, vmap ensembles
+        system, trainer.strategy.root_device.type, fold_teacher_bn=cfg.get("fold_teacher_bn", True),
+        channels_last=cfg.get("channels_last", "auto"), compile=cfg.get("compile", False),
+        ensemble_vmap=cfg.get("ensemble_vmap", True),
+    )  # fmt: skip
     if cfg.get("teacher_cache"):  # teacher logits once, for un-augmented training only
         from kdlab.distill.logit_cache import build_logit_cache
 
@@ -164,6 +172,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         device = trainer.strategy.root_device
         system.use_teacher_cache(build_logit_cache(system.teacher, datamodule, device))
         datamodule.return_index = True
+    if cfg.get("view_cache"):  # teacher logits of all 162 crop/flip views, once per teacher
+        from kdlab.distill.view_cache import attach_view_cache
+
+        attach_view_cache(system, datamodule, trainer.strategy.root_device)
 
     last = out / "checkpoints" / "last.ckpt"
     resume = str(last) if last.is_file() else None
@@ -230,5 +242,17 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             wandb.finish()
 
 
+def hoist_flags(argv: list[str]) -> list[str]:
+    """Move Hydra's ``-m``/``--multirun`` in front of the overrides.
+
+    argparse stops collecting overrides at a flag, so ``+experiment=X -m seed=0,1`` would reject
+    ``seed=0,1``; the documented form puts ``-m`` after the experiment, so accept it anywhere.
+    """
+    flags = [a for a in argv[1:] if a in ("-m", "--multirun")]
+    rest = [a for a in argv[1:] if a not in ("-m", "--multirun")]
+    return argv[:1] + flags + rest
+
+
 if __name__ == "__main__":
+    sys.argv = hoist_flags(sys.argv)
     main()

@@ -92,6 +92,7 @@ class CIFARDataModule(L.LightningDataModule):
         self.mean, self.std = mean_std(name, normalize)
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.return_index = False  # training batches (x, y, idx); set for the teacher-logit cache
+        self.return_views = False  # device pipeline: (x, y, idx, view_id) for the view cache
 
     @property
     def num_classes(self) -> int:
@@ -164,6 +165,7 @@ class CIFARDataModule(L.LightningDataModule):
                 images, labels, bs, self.mean, self.std, augment=augment, shuffle=train,
                 seed=self.seed, drop_last=False, device=self._device(), rank=rank,
                 world_size=world, num_classes=self.num_classes,
+                return_views=train and augment and self.return_views,
             )  # fmt: skip
         transform = build_transform(self.mean, self.std, augment)
         ds = ArrayDataset(images, labels, transform, return_index=train and self.return_index)

@@ -86,7 +86,8 @@ class DeviceLoader:
     ``x`` is float32 ``B×3×H×W``, normalised with ``mean``/``std`` (after crop+flip when
     ``augment``); ``y`` is int64 ``[B]``, or float ``[B, num_classes]`` soft targets when
     ``mixup_alpha > 0``. With ``return_index`` a third item holds the dataset indices (int64
-    ``[B]``), as the DataLoader path's ``return_index`` does for per-image lookups. See the
+    ``[B]``), as the DataLoader path's ``return_index`` does for per-image lookups; with
+    ``return_views`` a fourth holds each image's view id (crop offsets and flip). See the
     module docstring for epochs, seeding and DDP sharding.
     """
 
@@ -108,6 +109,7 @@ class DeviceLoader:
         num_classes: int | None = None,
         padding: int = 4,
         return_index: bool = False,
+        return_views: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -134,6 +136,9 @@ class DeviceLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.mixup_alpha, self.num_classes, self.padding = mixup_alpha, num_classes, padding
         self.return_index = return_index
+        if return_views and not augment:
+            raise ValueError("return_views needs augment=true (un-augmented batches have no views)")
+        self.return_views = return_views  # (x, y, idx, view_id) for the augmentation view cache
         self._next_epoch = 0
         self.epoch = 0  # the epoch of the pass in progress (or last started)
         self.sampler = _EpochHook(self)  # lets Lightning's _set_sampler_epoch reach set_epoch
@@ -198,4 +203,9 @@ class DeviceLoader:
             y = self.labels[idx]
             if mix_gen is not None:
                 x, y, _ = mixup(x, y, self.num_classes, self.mixup_alpha, mix_gen)
-            yield (x, y, idx) if self.return_index else (x, y)
+            if self.return_views:  # view id (dy·(2p+1) + dx)·2 + flip (kdlab.distill.view_cache)
+                side = 2 * self.padding + 1
+                view = (plan.dy[sl] * side + plan.dx[sl]) * 2 + plan.flip[sl].long()
+                yield x, y, idx, view
+            else:
+                yield (x, y, idx) if self.return_index else (x, y)

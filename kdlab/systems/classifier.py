@@ -59,12 +59,18 @@ class Classifier(L.LightningModule):
         self.val_acc_best.persistent(True)  # survives resume (sanity checks never update it)
 
     has_teacher = False
+    # kdlab.distill.fast.apply_fast sets torch.channels_last; contiguous_format is a no-op
+    input_format = torch.contiguous_format
 
     # -- the pieces subclasses change ------------------------------------------------------
     def compute_losses(
         self, x: Tensor, y: Tensor, idx: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Student logits and the loss terms of one training batch (``idx``: sample indices)."""
+        """Student logits and the loss terms of one training batch (``idx``: sample indices).
+
+        Batches of the view cache also carry each image's view id; subclasses that use it
+        (the Distiller) accept it as a fourth argument.
+        """
         logits = self.net(x)
         return logits, self.criterion(logits, None, y)
 
@@ -85,7 +91,8 @@ class Classifier(L.LightningModule):
         return self.net(x)
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        x, y, *idx = batch  # (x, y, idx) when the datamodule returns sample indices
+        x, y, *idx = batch  # (x, y, idx[, view_id]) when the datamodule returns indices
+        x = x.contiguous(memory_format=self.input_format)
         logits, terms = self.compute_losses(x, y, *idx)
         hard = y.argmax(-1) if y.ndim == 2 else y  # MixUp gives soft targets
         self.train_acc(logits.detach(), hard)
@@ -130,6 +137,7 @@ class Classifier(L.LightningModule):
     # -- evaluation ------------------------------------------------------------------------
     def _eval_step(self, batch, metrics: StageMetrics, prefix: str) -> None:
         x, y = batch
+        x = x.contiguous(memory_format=self.input_format)
         logits = self.net(x)
         metrics.update(logits, y, self.eval_teacher_logits(x, y))
         for name, metric in metrics.items():

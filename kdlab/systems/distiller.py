@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from kdlab.distill.ensemble import ensemble_logits
+from kdlab.distill.fast import teacher_forward
 from kdlab.metrics.cka import LinearCKA
 from kdlab.metrics.classification import PercentAccuracy
 from kdlab.metrics.fidelity import cka_stage_pairs
@@ -70,22 +71,24 @@ class Distiller(Classifier):
         self.teacher_cache = cache
 
     def compute_losses(
-        self, x: Tensor, y: Tensor, idx: Tensor | None = None
+        self, x: Tensor, y: Tensor, idx: Tensor | None = None, view: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
+        # the teacher runs under inference_mode (kdlab.distill.fast.teacher_forward)
         stages = self.criterion.stages
         if stages:
             logits, s_feats = self.net.forward_stages(x)
-            with torch.no_grad():
-                t_logits, t_feats = self.teacher.forward_stages(x)
+            t_logits, t_feats = teacher_forward(self.teacher, x, stages=True)
             return logits, self.criterion(logits, t_logits, y, s_feats, t_feats)
         logits = self.net(x)
         if self.teacher_cache is not None:
             if idx is None:
                 raise ValueError("teacher_cache is set but training batches carry no indices")
-            t_logits = self.teacher_cache.lookup(idx)
+            # a view cache (kdlab.distill.view_cache) also needs each image's view id
+            t_logits = self.teacher_cache.lookup(idx) if view is None else (
+                self.teacher_cache.lookup(idx, view)
+            )  # fmt: skip
         else:
-            with torch.no_grad():
-                t_logits = self.teacher(x)
+            t_logits = teacher_forward(self.teacher, x)
         return logits, self.criterion(logits, t_logits, y)
 
     def test_step(self, batch, batch_idx: int) -> None:

@@ -1,0 +1,123 @@
+"""View cache: exact logits of every crop/flip view, equal losses, keyed by the teacher file."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from functools import partial
+
+import pytest
+import torch
+
+from kdlab.data.augment import crop_flip_views, normalize
+from kdlab.data.cifar import CIFARDataModule
+from kdlab.data.synthetic import write_fake_cifar
+from kdlab.distill import view_cache as vc
+from kdlab.distill.feature import FeatureKD
+from kdlab.distill.logit import LogitKD
+from kdlab.distill.teacher import FrozenTeacher
+from kdlab.models.cnn import small_cnn
+from kdlab.models.export import sha256_file
+from kdlab.systems import Distiller
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vc")
+    write_fake_cifar(root, "cifar10", n_train=30, n_test=10, seed=0)
+    return root
+
+
+def _dm(root, **kw) -> CIFARDataModule:
+    kw = {"pipeline": "device", "batch_size": 8, **kw}
+    dm = CIFARDataModule("cifar10", str(root), download=False, val_size=10, num_workers=0, **kw)
+    dm.setup()
+    return dm  # 20 training images
+
+
+def _teacher(path, seed: int = 1) -> FrozenTeacher:
+    torch.manual_seed(seed)
+    net = small_cnn(num_classes=10, hidden=32)
+    torch.save(net.state_dict(), path)
+    return FrozenTeacher(net, [{"path": str(path), "sha256": sha256_file(path), "seed": 0}])
+
+
+def test_view_ids_round_trip_and_match_device_loader(data_root):
+    v = torch.arange(vc.num_views(4))
+    assert vc.num_views(4) == 162
+    torch.testing.assert_close(vc.view_id(*vc.view_params(v)), v)
+    dm = _dm(data_root)
+    dm.return_views = True
+    loader = dm.loader("train", train=True)
+    plan = loader.plan(0)
+    x, _, idx, view = next(iter(loader))
+    dy, dx, flip = vc.view_params(view)
+    assert torch.equal(idx, plan.indices[:8])
+    assert torch.equal(dy, plan.dy[:8]) and torch.equal(dx, plan.dx[:8])
+    assert torch.equal(flip, plan.flip[:8])
+    raw = loader.images[idx]  # the batch is exactly these views rendered
+    torch.testing.assert_close(x, normalize(crop_flip_views(raw, dy, dx, flip, 4), dm.mean, dm.std))
+
+
+def test_cached_logits_equal_online_teacher(data_root, tmp_path):
+    dm, teacher = _dm(data_root), _teacher(tmp_path / "t.ckpt")
+    cache = vc.build_view_cache(teacher, dm, progress=False)
+    assert cache.logits.shape == (20, 162, 10) and cache.logits.dtype == torch.float16
+    assert cache.path.parent == tmp_path and cache.path.is_file()
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 20, (40,), generator=g)
+    view = torch.randint(0, 162, (40,), generator=g)
+    images = torch.from_numpy(dm.splits["train"][0]).permute(0, 3, 1, 2)[idx]
+    x = normalize(crop_flip_views(images, *vc.view_params(view), 4), dm.mean, dm.std)
+    with torch.no_grad():
+        online = teacher(x)
+    torch.testing.assert_close(cache.lookup(idx, view), online, atol=2e-3, rtol=1e-3)
+    assert not torch.equal(cache.lookup(idx, view), cache.lookup(idx, (view + 1) % 162))
+
+
+def test_distiller_loss_with_cache_equals_online(data_root, tmp_path):
+    dm, teacher = _dm(data_root), _teacher(tmp_path / "t.ckpt")
+    torch.manual_seed(5)
+    opt = partial(torch.optim.SGD, lr=0.1)
+    online = Distiller(small_cnn(num_classes=10, hidden=32), teacher, LogitKD(0.5, 4.0), opt)
+    cached = copy.deepcopy(online)
+    assert vc.attach_view_cache(cached, dm) is True and dm.return_views
+    x, y, idx, view = next(iter(dm.loader("train", train=True)))
+    _, t_on = online.compute_losses(x, y)
+    _, t_c = cached.compute_losses(x, y, idx, view)
+    assert t_c["kd"] > 0
+    torch.testing.assert_close(t_c["loss"], t_on["loss"], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(t_c["kd"], t_on["kd"], atol=1e-3, rtol=1e-3)
+
+
+def test_changed_teacher_file_gets_new_cache(data_root, tmp_path, monkeypatch):
+    dm = _dm(data_root)
+    first = vc.build_view_cache(_teacher(tmp_path / "t.ckpt", seed=1), dm, progress=False)
+    # same file again: reused from disk, not recomputed
+    monkeypatch.setattr(vc, "compute_view_logits", lambda *a, **k: pytest.fail("recomputed"))
+    again = vc.build_view_cache(_teacher(tmp_path / "t.ckpt", seed=1), dm, progress=False)
+    assert again.path == first.path and torch.equal(again.logits, first.logits)
+    monkeypatch.undo()
+    retrained = _teacher(tmp_path / "t.ckpt", seed=2)  # same path, different weights
+    second = vc.build_view_cache(retrained, dm, progress=False)
+    assert second.path != first.path and second.path.is_file()
+    assert not torch.equal(second.logits, first.logits)
+    dm_pad = vc.cache_key([retrained.sources[0]["sha256"]], dm, padding=2)
+    assert dm_pad not in second.path.name  # padding is part of the key
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"pipeline": "dataloader"}, {"mixup_alpha": 1.0}, {"augment": False}, "feature"],
+)
+def test_falls_back_to_online_teacher_with_log(data_root, tmp_path, caplog, setting):
+    teacher = _teacher(tmp_path / "t.ckpt")
+    dm = _dm(data_root, **(setting if isinstance(setting, dict) else {}))
+    loss = FeatureKD(0.5, 0.5, ["layer1"]) if setting == "feature" else LogitKD(0.5, 4.0)
+    opt = partial(torch.optim.SGD, lr=0.1)
+    system = Distiller(small_cnn(num_classes=10, hidden=32), teacher, loss, opt)
+    with caplog.at_level(logging.WARNING, logger="kdlab.distill.view_cache"):
+        assert vc.attach_view_cache(system, dm) is False
+    assert "online teacher" in caplog.text
+    assert system.teacher_cache is None and not dm.return_views
+    assert not list(tmp_path.glob("viewcache-*"))
