@@ -167,3 +167,60 @@ def test_train_teachers_dry_run_counts_every_teacher():
     assert all(c.split()[-1] == "hydra/launcher=local" for c in cmds)
     bad = subprocess.run(["bash", str(REPO / "scripts" / "train_teachers.sh"), "--launcher", "x"])
     assert bad.returncode == 2
+
+
+def test_dashboard_panel_set_covers_the_standard_views():
+    from kdlab.dashboard import panel_spec
+
+    panels = panel_spec()
+    metrics = {m for p in panels for m in (*p.y, *p.columns)}
+    assert {
+        "val/acc_best",
+        "val/agreement",
+        "val/kl",
+        "train/grad_norm",
+        "train/loss_kd",
+    } <= metrics
+    (grid,) = [p for p in panels if p.kind == "parallel"]
+    assert grid.columns[:2] == ("alpha", "temperature")  # val acc by α × T
+
+
+def test_dashboard_without_reports_api_lists_panels_and_fails(monkeypatch, capsys):
+    from kdlab import dashboard
+
+    monkeypatch.setitem(sys.modules, "wandb_workspaces", None)  # import fails as if missing
+    assert dashboard.main(["--entity", "e", "--group", "g"]) == 2
+    out = capsys.readouterr()
+    assert "val acc by α × T" in out.out and "pip install 'wandb[workspaces]'" in out.err
+    assert dashboard.main(["--entity", "e", "--group", "g", "--list"]) == 0
+
+
+def test_dashboard_builds_report_with_the_reports_api(monkeypatch):
+    """The translation to the reports API, against a recording stand-in (no W&B contact)."""
+    import types
+
+    from kdlab import dashboard
+
+    made = []
+
+    def factory(kind):
+        def build(**kw):
+            made.append((kind, kw))
+            return types.SimpleNamespace(kind=kind, save=lambda: None, url="u", **kw)
+
+        return build
+
+    names = ["Report", "PanelGrid", "Runset", "LinePlot", "ScatterPlot", "ParallelCoordinatesPlot",
+             "ParallelCoordinatesPlotColumn"]  # fmt: skip
+    v2 = types.SimpleNamespace(**{n: factory(n) for n in names})
+    monkeypatch.setitem(sys.modules, "wandb_workspaces", types.ModuleType("wandb_workspaces"))
+    monkeypatch.setitem(sys.modules, "wandb_workspaces.reports", types.SimpleNamespace(v2=v2))
+    monkeypatch.setitem(sys.modules, "wandb_workspaces.reports.v2", v2)
+    report = dashboard.build_report("ent", "kdlab", "r50_r18_logit_2026-01-01_00-00-00")
+    assert report.kind == "Report" and report.entity == "ent"
+    (runset,) = [kw for k, kw in made if k == "Runset"]
+    assert runset["filters"] == "Group = 'r50_r18_logit_2026-01-01_00-00-00'"
+    cols = [kw["metric"] for k, kw in made if k == "ParallelCoordinatesPlotColumn"]
+    assert cols == ["c::alpha", "c::temperature", "c::seed", "s::val/acc_best"]
+    lines = [kw["y"] for k, kw in made if k == "LinePlot"]
+    assert ["train/loss", "train/loss_ce", "train/loss_kd"] in lines and ["val/kl"] in lines
