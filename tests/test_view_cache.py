@@ -62,7 +62,7 @@ def test_view_ids_round_trip_and_match_device_loader(data_root):
 def test_cached_logits_equal_online_teacher(data_root, tmp_path):
     dm, teacher = _dm(data_root), _teacher(tmp_path / "t.ckpt")
     cache = vc.build_view_cache(teacher, dm, progress=False)
-    assert cache.logits.shape == (20, 162, 10) and cache.logits.dtype == torch.float16
+    assert cache.views.shape == (20, 162, 10) and cache.views.dtype == torch.float16
     assert cache.path.parent == tmp_path and cache.path.is_file()
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, 20, (40,), generator=g)
@@ -73,6 +73,10 @@ def test_cached_logits_equal_online_teacher(data_root, tmp_path):
         online = teacher(x)
     torch.testing.assert_close(cache.lookup(idx, view), online, atol=2e-3, rtol=1e-3)
     assert not torch.equal(cache.lookup(idx, view), cache.lookup(idx, (view + 1) % 162))
+    # .logits (train-set fidelity) is the plain image: the centre crop without flip
+    plain = normalize(torch.from_numpy(dm.splits["train"][0]).permute(0, 3, 1, 2), dm.mean, dm.std)
+    with torch.no_grad():
+        torch.testing.assert_close(cache.logits, teacher(plain), atol=2e-3, rtol=1e-3)
 
 
 def test_distiller_loss_with_cache_equals_online(data_root, tmp_path):
@@ -96,12 +100,12 @@ def test_changed_teacher_file_gets_new_cache(data_root, tmp_path, monkeypatch):
     # same file again: reused from disk, not recomputed
     monkeypatch.setattr(vc, "compute_view_logits", lambda *a, **k: pytest.fail("recomputed"))
     again = vc.build_view_cache(_teacher(tmp_path / "t.ckpt", seed=1), dm, progress=False)
-    assert again.path == first.path and torch.equal(again.logits, first.logits)
+    assert again.path == first.path and torch.equal(again.views, first.views)
     monkeypatch.undo()
     retrained = _teacher(tmp_path / "t.ckpt", seed=2)  # same path, different weights
     second = vc.build_view_cache(retrained, dm, progress=False)
     assert second.path != first.path and second.path.is_file()
-    assert not torch.equal(second.logits, first.logits)
+    assert not torch.equal(second.views, first.views)
     dm_pad = vc.cache_key([retrained.sources[0]["sha256"]], dm, padding=2)
     assert dm_pad not in second.path.name  # padding is part of the key
 

@@ -106,22 +106,33 @@ def compute_view_logits(
 
 
 class ViewLogitCache(nn.Module):
-    """``lookup(idx, view)`` → float32 teacher logits of image ``idx`` seen as ``view``."""
+    """``lookup(idx, view)`` → float32 teacher logits of image ``idx`` seen as ``view``.
 
-    def __init__(self, logits: Tensor, path: Path | None = None, padding: int = 4) -> None:
+    ``views`` holds ``[N, V, C]`` fp16; ``logits`` is the un-augmented image's row ``[N, C]``
+    (the centre crop without flip *is* the plain image), the interface of the un-augmented
+    ``TeacherLogitCache`` that train-set fidelity reads.
+    """
+
+    def __init__(self, views: Tensor, path: Path | None = None, padding: int = 4) -> None:
         super().__init__()
-        self.register_buffer("logits", logits.half(), persistent=False)
+        self.register_buffer("views", views.half(), persistent=False)
         self.path, self.padding = path, padding
+
+    @property
+    def logits(self) -> Tensor:
+        p = self.padding
+        centre = view_id(torch.tensor(p), torch.tensor(p), torch.tensor(False), p)
+        return self.views[:, int(centre)].float()
 
     def lookup(self, idx: Tensor, view: Tensor | None = None) -> Tensor:
         if view is None:
             raise ValueError("the view cache needs each image's view id: use data.pipeline=device")
-        if self.logits.device != idx.device:
-            self.logits = self.logits.to(idx.device)
-        return self.logits[idx, view].float()
+        if self.views.device != idx.device:
+            self.views = self.views.to(idx.device)
+        return self.views[idx, view].float()
 
     def __len__(self) -> int:
-        return self.logits.shape[0]
+        return self.views.shape[0]
 
 
 def build_view_cache(
@@ -137,7 +148,7 @@ def build_view_cache(
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if tuple(obj["logits"].shape) == shape:
             log.info("view cache: reusing %s", path)
-            return ViewLogitCache(obj["logits"], path, padding)
+            return ViewLogitCache(obj["logits"], path, padding)  # [N, V, C] views
         log.warning("view cache %s has the wrong shape; recomputing", path)
     log.info("view cache: computing %d views × %d images → %s", shape[1], shape[0], path)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
