@@ -1,0 +1,172 @@
+"""``python -m kdlab.bench [--quick] [--out bench.json]``: measured images/s, never estimates.
+
+Rows (each: median images/s, min–max over ``--repeats`` windows of ``--steps`` steps, after
+``--warmup`` steps that are not timed):
+
+- ``pipeline/<dataloader|device>``: augmentation only (crop, flip, normalise; batches moved
+  to the device), the DataLoader with ``--workers`` worker processes vs the device pipeline;
+- ``step/<method>/<pipeline>/<eager|compiled>``: full training steps (data + forward +
+  backward + clipping + optimiser) for baseline, logit KD, feature KD, a 3-teacher ensemble
+  and logit KD served by the view cache (device pipeline only);
+- ``teacher_forward``: the folded teacher alone under inference mode (view-cache economics);
+- ``loop/<lightning|plain>``: the same logit-KD step in ``Trainer.fit`` and in a hand loop.
+
+Compiled rows run on CUDA (or with ``--compile``); otherwise they are recorded as skipped with
+the reason. Synthetic uint8 images in memory: no download. ``--quick`` uses small models
+(the notebook's small CNN student, PreResNet-20 teachers) and few steps so it ends in about a minute on
+2 CPU cores; the JSON records the models and settings that ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from kdlab.bench import steps as S
+from kdlab.bench.economics import view_cache_economics
+from kdlab.bench.lightning_loop import lightning_rate
+from kdlab.distill.fast import teacher_forward
+
+
+def hardware() -> dict:
+    """CPU model, cores, GPU name, torch version and thread count for the record."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "python": platform.python_version(),
+        # other processes on the machine skew CPU timings: recorded, not corrected for
+        "load_average_1_5_15min": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }  # fmt: skip
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m kdlab.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small models, few steps, no compile")
+    p.add_argument("--out", default="bench.json", help="JSON output path")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch (128; quick 16)")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed window (10; quick 2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed windows (5; quick 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (5; quick 1)")
+    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8))
+    p.add_argument("--size", choices=sorted(S.MODELS), default=None, help="model pair")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compiled rows (default: on CUDA only; never with --quick)")  # fmt: skip
+    a = p.parse_args(argv)
+    q = a.quick
+    a.batch_size = a.batch_size or (16 if q else 128)
+    a.steps, a.repeats = a.steps or (2 if q else 10), a.repeats or (3 if q else 5)
+    a.warmup = a.warmup or (1 if q else 5)
+    a.size = a.size or ("quick" if q else "full")
+    if a.compile is None:
+        a.compile = torch.cuda.is_available() and not q
+    return a
+
+
+def run(a: argparse.Namespace) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp = device.type == "cuda"  # bf16 autocast, as the trainer's precision default
+    b, timing = a.batch_size, (a.warmup, a.steps, a.repeats)
+    n = max(b * (a.warmup + a.steps * a.repeats + 1), 1024)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    rows: list[dict] = []
+
+    def add(name: str, result: dict | None = None, skipped: str | None = None, **info) -> None:
+        rows.append({"name": name, **info, **(result or {}), "skipped": skipped})
+        shown = f"{result['images_per_s']:.0f} img/s" if result else f"skipped: {skipped}"
+        print(f"  {name}: {shown}", flush=True)
+
+    pb = 128  # pipelines alone at the full-size batch
+    for pipe in ("dataloader", "device"):
+        it = S.endless(S.make_loader(pipe, images, labels, pb, device, a.workers))
+        res = S.time_it(lambda: S.to_device(next(it), device), pb, device, *timing)  # noqa: B023
+        add(f"pipeline/{pipe}", res, kind="pipeline", pipeline=pipe, batch=pb)
+    for mode in ("eager", "compiled"):
+        for method in S.METHODS:
+            for pipe in ("dataloader", "device"):
+                name = f"step/{method}/{pipe}/{mode}"
+                if method == "logit_viewcache" and pipe == "dataloader":
+                    continue  # the DataLoader path cannot report views (falls back online)
+                if mode == "compiled" and not a.compile:
+                    why = "--quick" if a.quick else "CPU: inductor compile time ≫ run (--compile)"
+                    add(name, skipped=why, kind="step", method=method, pipeline=pipe, mode=mode)
+                    continue
+                system = S.build_system(method.removesuffix("_viewcache"), a.size)
+                if method == "logit_viewcache":
+                    S.attach_random_view_cache(system, n)
+                opt = S.prepare(system, device, mode == "compiled")
+                step = S.make_step(system, opt, device, amp)
+                loader = S.make_loader(
+                    pipe, images, labels, b, device, a.workers, method == "logit_viewcache"
+                )
+                it = S.endless(loader)
+                res = S.time_it(lambda: step(next(it)), b, device, *timing)  # noqa: B023
+                add(name, res, kind="step", method=method, pipeline=pipe, mode=mode)
+    system = S.build_system("logit", a.size)
+    S.prepare(system, device, False)
+    x = torch.randn(b, 3, 32, 32, device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        res = S.time_it(lambda: teacher_forward(system.teacher, x), b, device, *timing)
+    add("teacher_forward", res, kind="teacher")
+    for loop in ("lightning", "plain"):
+        system = S.build_system("logit", a.size)
+        loader = S.make_loader("device", images, labels, b, device, a.workers)
+        if loop == "lightning":
+            S.apply_fast(system, device.type)
+            res = lightning_rate(system, loader, device, b, *timing)
+        else:
+            step = S.make_step(system, S.prepare(system, device, False), device, amp)
+            it = S.endless(loader)
+            res = S.time_it(lambda: step(next(it)), b, device, *timing)  # noqa: B023
+        add(f"loop/{loop}", res, kind="loop", method="logit", pipeline="device")
+    return {"rows": rows, "view_cache": view_cache_economics(rows)}
+
+
+def table(report: dict) -> None:
+    """A rich table of every row (median, spread) and the view-cache economics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"kdlab.bench ({report['hardware']['cpu']}; GPU {report['hardware']['gpu']})")
+    for col in ("row", "images/s (median)", "min–max", "note"):
+        t.add_column(col, justify="right" if col != "row" else "left")
+    for r in report["rows"]:
+        if r["skipped"]:
+            t.add_row(r["name"], "—", "—", f"skipped: {r['skipped']}")
+        else:
+            t.add_row(r["name"], f"{r['images_per_s']:.1f}", f"{r['min']:.1f}–{r['max']:.1f}", "")
+    con = Console()
+    con.print(t)
+    for k, v in report["view_cache"].items():
+        con.print(f"view cache · {k}: {v}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = parse(argv)
+    settings = {k: v for k, v in vars(a).items()}
+    settings["models"] = {k: v[0] for k, v in S.MODELS[a.size].items()}
+    settings["amp_bf16"] = torch.cuda.is_available()
+    print(f"kdlab.bench: {settings}", flush=True)
+    report = {"hardware": hardware(), "settings": settings, **run(a)}
+    Path(a.out).write_text(json.dumps(report, indent=2))
+    table(report)
+    print(f"wrote {a.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
