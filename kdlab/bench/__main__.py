@@ -61,6 +61,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed windows (5; quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (5; quick 1)")
     p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8))
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--size", choices=sorted(S.MODELS), default=None, help="model pair")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="compiled rows (default: on CUDA only; never with --quick)")  # fmt: skip
@@ -157,6 +158,8 @@ def table(report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     a = parse(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     settings = {k: v for k, v in vars(a).items()}
     settings["models"] = {k: v[0] for k, v in S.MODELS[a.size].items()}
     settings["amp_bf16"] = torch.cuda.is_available()
