@@ -198,9 +198,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         from kdlab.metrics.fidelity import evaluate_fidelity
 
         cache = system.teacher_cache  # same weights as test_agreement: the best-val ones
+        limit = cfg.trainer.get("limit_train_batches")  # an int = a smoke run: stay as short
         fid = evaluate_fidelity(
             system.net, system.teacher, datamodule.loader("train"),
             trainer.strategy.root_device, cache.logits if cache is not None else None,
+            max_batches=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
         )  # fmt: skip
         res |= {"train_agreement": fid["agreement"], "train_kl": fid["kl"]}
     if cfg.export_teacher:

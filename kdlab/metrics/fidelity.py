@@ -24,12 +24,13 @@ def evaluate_fidelity(
     loader,
     device: torch.device | str = "cpu",
     teacher_logits: Tensor | None = None,
+    max_batches: int | None = None,
 ) -> dict[str, float]:
     """Agreement (%) and KL(teacher ‖ student) (nats, mean per image) over ``loader``.
 
     Both models run in eval mode; their previous mode and device are restored. When
     ``teacher_logits`` (the teacher-logit cache, in the loader's order) is given, the teacher is
-    not run at all.
+    not run at all. ``max_batches`` stops early (smoke runs that limit their training batches).
     """
     device = torch.device(device)
     s_state = (student.training, next(student.parameters()).device)
@@ -42,7 +43,9 @@ def evaluate_fidelity(
     kl = KLDivergence(log_prob=True, reduction="mean").to(device)
     seen = 0
     try:
-        for batch in loader:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
             x = batch[0].to(device)
             s = student(x).float()
             if teacher_logits is None:
@@ -55,7 +58,7 @@ def evaluate_fidelity(
     finally:
         student.train(s_state[0]).to(s_state[1])
         teacher.train(t_state[0]).to(t_state[1])
-    if teacher_logits is not None and seen != len(teacher_logits):
+    if teacher_logits is not None and max_batches is None and seen != len(teacher_logits):
         raise ValueError(f"teacher_logits has {len(teacher_logits)} rows for {seen} images")
     return {"agreement": float(agreement.compute()), "kl": float(kl.compute())}
 
