@@ -2,7 +2,8 @@
 
 A baseline (2 seeds) and a logit-KD sweep (2 α × 2 seeds) on a 120-image synthetic CIFAR-10,
 one epoch of two batches each; the report must find all six runs in the nested sweep folders,
-pair the KD groups with the baseline and write every output. Slow (subprocesses, ResNets on CPU).
+pair the KD groups with the baseline and write every output. The notebook pair (PreResNet-56
+teacher → small CNN) keeps the six CPU runs short; the report does not care about the models.
 """
 
 from __future__ import annotations
@@ -42,15 +43,15 @@ def test_sweep_then_report_writes_all_outputs(tmp_path):
 
     from kdlab.data.synthetic import write_fake_cifar
     from kdlab.models.export import export_weights
-    from kdlab.models.resnet import resnet34
+    from kdlab.models.preresnet import preresnet56
 
     write_fake_cifar(tmp_path / "data", "cifar10", n_train=120, n_test=32)
     torch.manual_seed(0)
-    cfg = {"_target_": "kdlab.models.resnet.resnet34", "num_classes": 10, "stem": "cifar"}
-    ckpt = export_weights(resnet34(10), tmp_path / "r34.ckpt", cfg, dataset="cifar10", seed=0)
+    cfg = {"_target_": "kdlab.models.preresnet.preresnet56", "num_classes": 10}
+    ckpt = export_weights(preresnet56(10), tmp_path / "r56.ckpt", cfg, dataset="cifar10", seed=0)
     sweeps = tmp_path / "sweeps"
-    _train(tmp_path, sweeps / "baseline", "+experiment=baseline_r18", "-m", "seed=0,1")
-    _train(tmp_path, sweeps / "kd", "+experiment=r34_r18_logit", f"teacher.ckpt={ckpt}",
+    _train(tmp_path, sweeps / "baseline", "+experiment=baseline_cnn", "-m", "seed=0,1")
+    _train(tmp_path, sweeps / "kd", "+experiment=r56_cnn_logit", f"teacher.ckpt={ckpt}",
            "-m", "alpha=0.3,0.7", "seed=0,1")  # fmt: skip
 
     proc = subprocess.run([sys.executable, "-m", "kdlab.report", str(sweeps)], cwd=tmp_path,
@@ -62,10 +63,10 @@ def test_sweep_then_report_writes_all_outputs(tmp_path):
         ("baseline", "", "2"), ("logit", "0.3", "2"), ("logit", "0.7", "2")]  # fmt: skip
     assert all(r["delta_n"] == "2" for r in rows if r["method"] == "logit")
     md = (out / "results.md").read_text()
-    assert "## Capacity gap (cifar10)" in md and "| R34 (" in md
+    assert "## Capacity gap (cifar10)" in md and "| R56 (" in md
     pngs = {p.name for p in out.glob("*.png")}
     assert {
-        "heatmap_cifar10_r34-r18_logit.png",
+        "heatmap_cifar10_r56-cnn_logit.png",
         "delta_cifar10.png",
-        "curves_cifar10_r34-r18.png",
+        "curves_cifar10_r56-cnn.png",
     } <= pngs
