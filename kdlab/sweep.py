@@ -14,6 +14,7 @@ other processes (or on other machines): the folders are the only thing every lau
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import random
@@ -145,8 +146,23 @@ class SweepSummary(Callback):
 
     def __init__(self, exit_on_failure: bool = True) -> None:
         self.exit_on_failure = exit_on_failure
+        self.sweep_dir: Path | None = None
+        self.done = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A job that dies outright (OOM, node failure) makes submitit's result collection raise
+        # and Hydra skip on_multirun_end: summarise what is there when the process exits.
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:
+        if not self.done and self.sweep_dir is not None and self.sweep_dir.is_dir():
+            log.error("the sweep stopped early; jobs still running show as missing (re-run: "
+                      "python -m kdlab.sweep %s)", self.sweep_dir)  # fmt: skip
+            print_summary(summarize(self.sweep_dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.done = True
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return
@@ -237,3 +253,13 @@ class RestoreRNGState(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._pending = None
+
+
+if __name__ == "__main__":  # python -m kdlab.sweep SWEEP_DIR: summarise a sweep (again) later
+    import sys
+
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        sys.exit("usage: python -m kdlab.sweep SWEEP_DIR  (a multiruns/<name>/<timestamp> folder)")
+    result = summarize(sys.argv[1])
+    print_summary(result)
+    sys.exit(1 if result["failed"] + result["missing"] else 0)

@@ -49,3 +49,13 @@ class CountTestSamples(L.Callback):
 
         out = Path(trainer.default_root_dir, f"test_rank{trainer.global_rank}.json")
         out.write_text(json.dumps({"seen": self.seen, "world_size": trainer.world_size}))
+
+
+class HardExit(L.Callback):
+    """Kill the process outright when training starts (like an OOM kill: no Python cleanup,
+    no results.json): the sweep must still collect the other jobs and list this one."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import os
+
+        os._exit(3)

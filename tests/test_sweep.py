@@ -99,18 +99,23 @@ def test_single_run_failure_still_raises(world):
 
 
 @pytest.mark.slow
-def test_submitit_local_launcher_sweep(world):
+def test_submitit_local_launcher_sweep_and_a_killed_job(world):
     sweep = world["root"] / "sweep_local"
-    run_train(
-        world["root"], "-m", *DISTIL, *tiny(world), "alpha=0.3,0.5", "hydra/launcher=local",
-        "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={sweep}",
+    # job 2 dies outright (os._exit, as an OOM kill would): no results.json, no Python cleanup;
+    # submitit's result collection then raises, and the summary is written at exit instead
+    probe = "+callbacks.k._target_=helpers_resume.ProbeStart,helpers_resume.CountTestSamples,helpers_resume.HardExit"
+    proc = run_train(
+        world["root"], "-m", *DISTIL, *tiny(world), probe, "hydra/launcher=local",
+        "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={sweep}", check=False,
     )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
     jobs = _job_dirs(sweep)
-    assert [j.name for j in jobs] == ["0_r56_cnn_logit_a0.3_T10_s0", "1_r56_cnn_logit_a0.5_T10_s0"]
-    assert [results(j)["status"] for j in jobs] == ["finished", "finished"]
-    assert [results(j)["alpha"] for j in jobs] == [0.3, 0.5]
-    assert (sweep / ".submitit").is_dir()  # it really went through submitit
-    assert json.loads((sweep / "sweep_summary.json").read_text())["finished"] == 2
+    assert len(jobs) == 3 and (sweep / ".submitit").is_dir()  # it really went through submitit
+    assert [results(j)["status"] for j in jobs[:2]] == ["finished", "finished"]
+    assert not (jobs[2] / "results.json").exists()
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert [j["status"] for j in summary["jobs"]] == ["finished", "finished", "missing"]
+    assert "2 finished, 0 failed, 1 missing of 3" in proc.stdout
 
 
 def test_summary_lists_missing_and_failed_jobs(tmp_path):
