@@ -55,13 +55,13 @@ def build_system(cfg: DictConfig, net) -> L.LightningModule:
         return Classifier(net, criterion=CrossEntropy(cfg.label_smoothing), **common)
     if cfg.get("teacher") is None:
         raise ValueError("distill is set but no teacher: add teacher=<arch> (e.g. teacher=r50)")
+    criterion = instantiate(cfg.distill)  # first: bad α/T/β fail before a teacher is loaded
     # the teacher's throw-away random init must not shift the data-order stream
     teacher = seeded_build(lambda: instantiate(cfg.teacher), 0)
     if lam is not None:
         if len(teacher.members) != 1:
             raise ValueError("student_init.lambda needs a single teacher, not an ensemble")
         interpolate_init(net, teacher.members[0], lam)
-    criterion = instantiate(cfg.distill)
     cka = OmegaConf.to_container(cfg.cka, resolve=True) if cfg.get("cka") else {}  # plain lists
     return Distiller(
         net, teacher, criterion, clip_scope=cfg.clip_scope, cka=bool(cka.get("enabled")),
