@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_sweep import make_world, results, run_train, tiny  # noqa: E402
 from helpers_wandb import read_offline_run  # noqa: E402
 
-RUN = ["model=cnn", "name=resume", "+callbacks.rng_state._target_=kdlab.sweep.RestoreRNGState"]
+RUN = ["model=cnn", "name=resume"]  # RestoreRNGState and last.ckpt come from callbacks/default
 METRICS = ["val_acc_best", "test_acc_best", "test_acc_final", "test_nll", "test_ece"]
 
 
@@ -53,3 +53,17 @@ def test_interrupted_run_resumes_to_identical_metrics(tmp_path):
     runs = [read_offline_run(p) for p in sorted((part / "wandb").glob("offline-run-*"))]
     assert len(runs) == 2 and runs[0]["id"] == runs[1]["id"]
     assert runs[0]["id"] != read_offline_run(next((full / "wandb").glob("offline-run-*")))["id"]
+
+
+@pytest.mark.slow
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path):
+    """lr = 0 keeps val acc flat, so best.ckpt stays at epoch 0; last.ckpt must still move on."""
+    world = make_world(tmp_path)
+    out = tmp_path / "flat"
+    run_train(
+        tmp_path, *RUN, *tiny(world, epochs=3, logger="csv"), "optim.lr=0.0", f"hydra.run.dir={out}"
+    )
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2 and best["epoch"] == 0
+    assert "kdlab_rng_states" in last
