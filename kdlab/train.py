@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ from kdlab.utils.resolvers import register
 
 register()
 log = logging.getLogger("kdlab.train")
+# The frozen teacher is in eval mode on purpose (kdlab.distill.teacher); Lightning's generic
+# "modules in eval mode at the start of training" warning would only alarm users.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def _optional(cfg: DictConfig | None) -> Any:
