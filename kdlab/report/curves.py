@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from kdlab.report import fmt  # noqa: E402
 from kdlab.report.capacity import pairs  # noqa: E402
 from kdlab.report.collect import ReportWarning, Run  # noqa: E402
-from kdlab.report.plots import DPI, slug  # noqa: E402
+from kdlab.report.plots import DPI, save_figure, slug  # noqa: E402
 from kdlab.report.stats import NO_TEACHER_METHODS, Group, GroupKey, best_configs, find_baseline  # noqa: E402
 
 PANELS = (
@@ -133,8 +133,5 @@ def plot_curves(groups: dict[GroupKey, Group], out_dir: str | Path) -> list[Path
         fig = curves_figure(lines, title)
         if fig is None:
             continue
-        path = Path(out_dir) / f"{stem}.png"
-        fig.savefig(path, dpi=DPI)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, Path(out_dir) / f"{stem}.png"))
     return paths

@@ -27,6 +27,15 @@ from kdlab.report.stats import (  # noqa: E402
 )
 
 DPI = 100
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as PNG at the report's DPI and free it (long sweeps make many figures)."""
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 HEATMAP_SIZE = (5.0, 4.0)  # inches → 500 × 400 px
 DELTA_SIZE = (7.0, 4.0)  # → 700 × 400 px
 
@@ -84,10 +93,7 @@ def plot_heatmaps(groups: dict[GroupKey, Group], out_dir: str | Path) -> list[Pa
     for (ds, t, s, m), gs in heatmap_groups(groups).items():
         title = f"{ds}: {fmt.arch(t)} → {fmt.arch(s)} {fmt.method(m)} (val acc %)"
         fig = heatmap_figure(gs, title)
-        path = Path(out_dir) / f"heatmap_{slug(ds, f'{t}-{s}', m)}.png"
-        fig.savefig(path, dpi=DPI)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, Path(out_dir) / f"heatmap_{slug(ds, f'{t}-{s}', m)}.png"))
     return paths
 
 
@@ -127,8 +133,5 @@ def plot_deltas(groups: dict[GroupKey, Group], out_dir: str | Path) -> list[Path
         fig = delta_figure(groups, ds)
         if fig is None:
             continue
-        path = Path(out_dir) / f"delta_{slug(ds)}.png"
-        fig.savefig(path, dpi=DPI)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, Path(out_dir) / f"delta_{slug(ds)}.png"))
     return paths
