@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from kdlab.models.export import save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,16 @@ def check_cacheable(datamodule) -> None:
         )
 
 
-def cache_key(teacher_sha256: list[str], datamodule) -> str:
-    """16 hex digits identifying (teacher weights, dataset, split, images, normalisation)."""
+def cache_key(teacher_sha256: list[str], datamodule, *extra: object) -> str:
+    """16 hex digits identifying (teacher weights, dataset, ``extra``, normalisation, split).
+
+    Shared by every teacher cache (``extra`` is e.g. the view cache's padding), so all caches
+    go stale under exactly the same changes.
+    """
     images, labels = datamodule.splits["train"]
     h = hashlib.sha256()
-    for part in (*teacher_sha256, datamodule.name, repr(datamodule.mean), repr(datamodule.std)):
+    parts = (*teacher_sha256, datamodule.name, *extra, repr(datamodule.mean), repr(datamodule.std))
+    for part in parts:
         h.update(str(part).encode() + b"\0")
     for arr in (datamodule.train_indices, images, labels):
         h.update(np.ascontiguousarray(arr).tobytes())
@@ -74,6 +81,23 @@ def compute_logits(teacher: nn.Module, loader, device: torch.device | str) -> Te
     teacher.eval().to(device)
     out = [teacher(batch[0].to(device)).float().cpu() for batch in loader]
     return torch.cat(out)
+
+
+def load_or_compute(
+    path: Path, shape: tuple[int, ...], compute: Callable[[], Tensor], meta: dict, what: str
+) -> Tensor:
+    """The ``logits`` tensor stored at ``path`` when its shape is ``shape``, else ``compute()``
+    stored there (atomically, with ``meta``) for the next run."""
+    if path.is_file():
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if tuple(obj["logits"].shape) == tuple(shape):
+            log.info("%s: reusing %s", what, path)
+            return obj["logits"]
+        log.warning("%s %s has the wrong shape; recomputing", what, path)
+    log.info("%s: computing %s logits → %s", what, "×".join(map(str, shape[:-1])), path)
+    logits = compute()
+    save_atomic({"logits": logits, **meta}, path)
+    return logits
 
 
 class TeacherLogitCache(nn.Module):
@@ -99,18 +123,12 @@ def build_logit_cache(teacher, datamodule, device: torch.device | str = "cpu") -
     if not datamodule.splits:
         datamodule.setup()
     path = cache_path(teacher, datamodule)
-    n = len(datamodule.splits["train"][1])
-    if path.is_file():
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if obj["logits"].shape == (n, teacher.num_classes):
-            log.info("teacher-logit cache: reusing %s", path)
-            return TeacherLogitCache(obj["logits"], path)
-        log.warning("teacher-logit cache %s has the wrong shape; recomputing", path)
-    log.info("teacher-logit cache: computing %d teacher logits → %s", n, path)
-    with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global RNG:
-        logits = compute_logits(teacher, datamodule.loader("train"), device)  # keep data order
+
+    def compute() -> Tensor:
+        with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global
+            return compute_logits(teacher, datamodule.loader("train"), device)  # RNG: keep order
+
+    shape = (len(datamodule.splits["train"][1]), teacher.num_classes)
     meta = {"dataset": datamodule.name, "teacher": [s["sha256"] for s in teacher.sources]}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save({"logits": logits, **meta}, tmp)
-    os.replace(tmp, path)
+    logits = load_or_compute(path, shape, compute, meta, "teacher-logit cache")
     return TeacherLogitCache(logits, path)

@@ -20,17 +20,16 @@ the online teacher with a log line.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from kdlab.data.augment import crop_flip_views, normalize
+from kdlab.distill import logit_cache
+from kdlab.distill.logit_cache import load_or_compute
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +53,8 @@ def view_params(view: Tensor, padding: int = 4) -> tuple[Tensor, Tensor, Tensor]
 
 
 def cache_key(sha256s: list[str], datamodule, padding: int = 4) -> str:
-    """16 hex digits identifying (teacher weights, dataset, padding, normalisation, split)."""
-    images, labels = datamodule.splits["train"]
-    h = hashlib.sha256()
-    for part in (*sha256s, datamodule.name, padding, repr(datamodule.mean), repr(datamodule.std)):
-        h.update(str(part).encode() + b"\0")
-    for arr in (datamodule.train_indices, images, labels):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:16]
+    """The teacher-logit cache's key (``logit_cache.cache_key``) with the padding added."""
+    return logit_cache.cache_key(sha256s, datamodule, padding)
 
 
 def cache_path(teacher, datamodule, padding: int = 4) -> Path:
@@ -143,22 +136,20 @@ def build_view_cache(
         datamodule.setup()
     path = cache_path(teacher, datamodule, padding)
     images, labels = datamodule.splits["train"]
-    shape = (len(labels), num_views(padding), teacher.num_classes)
-    if path.is_file():
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if tuple(obj["logits"].shape) == shape:
-            log.info("view cache: reusing %s", path)
-            return ViewLogitCache(obj["logits"], path, padding)  # [N, V, C] views
-        log.warning("view cache %s has the wrong shape; recomputing", path)
-    log.info("view cache: computing %d views × %d images → %s", shape[1], shape[0], path)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    logits = compute_view_logits(
-        teacher, x, datamodule.mean, datamodule.std, padding, device=device, progress=progress
-    )
-    meta = {"dataset": datamodule.name, "padding": padding}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save({"logits": logits, "teacher": [s["sha256"] for s in teacher.sources], **meta}, tmp)
-    os.replace(tmp, path)
+
+    def compute() -> Tensor:
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        return compute_view_logits(
+            teacher, x, datamodule.mean, datamodule.std, padding, device=device, progress=progress
+        )
+
+    shape = (len(labels), num_views(padding), teacher.num_classes)  # [N, V, C] views
+    meta = {
+        "dataset": datamodule.name,
+        "padding": padding,
+        "teacher": [s["sha256"] for s in teacher.sources],
+    }
+    logits = load_or_compute(path, shape, compute, meta, "view cache")
     return ViewLogitCache(logits, path, padding)
 
 

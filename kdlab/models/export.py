@@ -30,8 +30,14 @@ def export_weights(net: nn.Module, path: str | Path, model_cfg: dict, **meta: An
         "num_classes": getattr(net, "num_classes", None),
         **meta,
     }
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
+    return save_atomic(payload, path)
+
+
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file, then rename: a killed run never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
 
