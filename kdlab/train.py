@@ -169,13 +169,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ensemble_vmap=cfg.get("ensemble_vmap", True),
     )  # fmt: skip
     if cfg.get("teacher_cache"):  # teacher logits once, for un-augmented training only
-        from kdlab.distill.logit_cache import build_logit_cache
+        from kdlab.distill.logit_cache import attach_logit_cache
 
-        if not system.has_teacher:
-            raise ValueError("teacher_cache=true needs a distillation run (a teacher)")
-        device = trainer.strategy.root_device
-        system.use_teacher_cache(build_logit_cache(system.teacher, datamodule, device))
-        datamodule.return_index = True
+        attach_logit_cache(system, datamodule, trainer.strategy.root_device)
     if cfg.get("view_cache"):  # teacher logits of all 162 crop/flip views, once per teacher
         from kdlab.distill.view_cache import attach_view_cache
 

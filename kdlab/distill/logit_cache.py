@@ -132,3 +132,11 @@ def build_logit_cache(teacher, datamodule, device: torch.device | str = "cpu") -
     meta = {"dataset": datamodule.name, "teacher": [s["sha256"] for s in teacher.sources]}
     logits = load_or_compute(path, shape, compute, meta, "teacher-logit cache")
     return TeacherLogitCache(logits, path)
+
+
+def attach_logit_cache(system, datamodule, device: torch.device | str = "cpu") -> None:
+    """Serve ``system``'s training-batch teacher logits from the cache (batches carry indices)."""
+    if not getattr(system, "has_teacher", False):
+        raise ValueError("teacher_cache=true needs a distillation run (a teacher)")
+    system.use_teacher_cache(build_logit_cache(system.teacher, datamodule, device))
+    datamodule.return_index = True
