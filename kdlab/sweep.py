@@ -32,14 +32,27 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("kdlab.sweep")
 
 # The keys of results.json that identify a job (copied into failure records and the summary).
-_ID_KEYS = ("experiment", "method", "alpha", "temperature", "beta", "seed")
+_ID_KEYS = (
+    "experiment", "method", "alpha", "temperature", "beta", "method_params", "method_label", "seed"
+)  # fmt: skip
+
+
+def method_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The method's settings from the config (a failed job has no built loss to ask)."""
+    from kdlab.utils.method_params import config_tree, flat_hparams, label, params
+
+    distill = cfg.get("distill")
+    tree = config_tree(distill) if distill is not None else None
+    method_params = params(tree)
+    return {**flat_hparams(method_params), "method_params": method_params,
+            "method_label": label(tree) if tree else None}  # fmt: skip
 
 
 def record_failure(cfg: DictConfig, err: BaseException, out_dir: str | Path) -> dict[str, Any]:
     """Write ``results.json`` (``status: failed``) and ``error.txt`` for a job that raised.
 
-    The record carries the job's identity (experiment, α, T, β, seed) so the report and the
-    summary can say *which* point of the grid is missing without parsing folder names.
+    The record carries the job's identity (experiment, method settings, seed) so the report and
+    the summary can say *which* point of the grid is missing without parsing folder names.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,8 +60,12 @@ def record_failure(cfg: DictConfig, err: BaseException, out_dir: str | Path) -> 
     while root.__cause__ is not None:  # Hydra wraps constructor errors: report the real one
         root = root.__cause__
     res: dict[str, Any] = {"status": "failed", "error": f"{type(root).__name__}: {root}"}
-    for key in _ID_KEYS:
+    for key in ("experiment", "method", "seed"):
         res[key] = cfg.get("name" if key == "experiment" else key)
+    try:
+        res |= method_identity(cfg)
+    except Exception:  # an invalid method config: fall back to the top-level names
+        res |= {k: cfg.get(k) for k in ("alpha", "temperature", "beta")}
     try:
         res["dataset"] = cfg.data.name
     except Exception:  # a config that does not even resolve is exactly what we are recording
@@ -107,7 +124,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"sweep {summary['sweep_dir']}", show_lines=False)
-    for col in ("job", "status", "overrides", "test acc", "error"):
+    for col in ("job", "status", "method", "overrides", "test acc", "error"):
         table.add_column(col, overflow="fold")
     colour = {"finished": "green", "failed": "red", "missing": "yellow"}
     # Only the overrides that tell the jobs apart (α, T, seed…), not those every job shares.
@@ -120,9 +137,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         shared = set()
     for job in summary["jobs"]:
         acc = job.get("test_acc_best")
+        method = " ".join(str(p) for p in (job.get("method"), job.get("method_label")) if p)
         table.add_row(
             job["job"],
             f"[{colour[job['status']] if job['status'] in colour else 'red'}]{job['status']}",
+            method,
             " ".join(o for o in job["overrides"] if o not in shared),
             f"{acc:.2f}" if isinstance(acc, int | float) else "",
             (job.get("error") or "")[:300],

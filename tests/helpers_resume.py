@@ -41,7 +41,7 @@ class CountTestSamples(L.Callback):
         self.seen = 0
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.seen += len(batch[1])
+        self.seen += len(batch.y)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         import json

@@ -34,9 +34,9 @@ def write_cnn_teacher(store: Path, dataset: str = "cifar10", seed: int = 0) -> P
     """A (randomly initialised) CNN teacher in the store layout; enough to distil from."""
     import torch
 
-    from kdlab.distill.teacher import store_path
     from kdlab.models.cnn import small_cnn
     from kdlab.models.export import export_weights
+    from kdlab.teachers import store_path
 
     torch.manual_seed(seed)
     net = small_cnn(num_classes=10, hidden=256)

@@ -43,8 +43,8 @@ def _compose(tmp: Path, *overrides: str, hydra_node: bool = False):
 
 def _write_teachers(cfg) -> None:
     """Export a freshly initialised teacher for every store entry this config will read."""
-    from kdlab.distill.teacher import store_path
     from kdlab.models.export import export_weights
+    from kdlab.teachers import store_path
 
     t = cfg.teacher
     seeds = list(t.seeds) if t.get("seeds") else [t.seed]

@@ -65,7 +65,7 @@ def test_augmentation_only_on_train(tiny_cifar10):
 def test_unitcube_normalisation_maps_to_minus_one_one(tiny_cifar10):
     d = dm(tiny_cifar10, normalize="unitcube", augment=False)
     d.setup()
-    x, _ = next(iter(d.train_dataloader()))
+    x = next(iter(d.train_dataloader())).x
     assert x.min() >= -1.0 and x.max() <= 1.0 and x.min() < -0.5
     with pytest.raises(ValueError, match="normalize"):
         dm(tiny_cifar10, normalize="imagenet")

@@ -32,7 +32,7 @@ def _loader(n: int = 37, **kw) -> DeviceLoader:
 
 
 def _ids(loader: DeviceLoader) -> list[int]:
-    return torch.cat([y for _, y in loader]).tolist()
+    return torch.cat([b.y for b in loader]).tolist()
 
 
 @pytest.mark.parametrize("n", [37, 40])
@@ -82,13 +82,15 @@ def test_view_offsets_in_bounds_and_flips_about_half():
 def test_loader_batches_are_the_planned_views():
     loader = _loader(20, batch_size=20)
     plan = loader.plan(0)
-    x, y = next(iter(loader))
+    batch = next(iter(loader))
+    x, y = batch.x, batch.y
     assert torch.equal(y, plan.indices)
     raw = loader.images[plan.indices]
     expected = normalize(crop_flip_views(raw, plan.dy, plan.dx, plan.flip), MEAN, STD)
     assert torch.equal(x, expected)
     assert x.dtype == torch.float32 and y.dtype == torch.int64
-    _, y_i, idx = next(iter(_loader(20, batch_size=20, return_index=True)))
+    again = next(iter(_loader(20, batch_size=20)))
+    y_i, idx = again.y, again.index
     assert torch.equal(idx, plan.indices) and torch.equal(y_i, idx)  # labels are the ids here
 
 
@@ -97,12 +99,14 @@ def test_same_seed_same_batches_other_epoch_other_order():
     batches_a, batches_b = list(a), list(b)
     assert all(
         torch.equal(xa, xb) and torch.equal(ya, yb)
-        for (xa, ya), (xb, yb) in zip(batches_a, batches_b, strict=True)
+        for (xa, ya), (xb, yb) in (
+            ((a_.x, a_.y), (b_.x, b_.y)) for a_, b_ in zip(batches_a, batches_b, strict=True)
+        )
     )
     epoch1 = _ids(a)  # no set_epoch: a plain loop advances to epoch 1 by itself
-    assert epoch1 != [int(i) for _, y in batches_a for i in y]
+    assert epoch1 != [int(i) for b in batches_a for i in b.y]
     a.set_epoch(0)  # an explicit epoch wins: replays epoch 0 exactly
-    assert all(torch.equal(x, xr) for (x, _), (xr, _) in zip(a, batches_a, strict=True))
+    assert all(torch.equal(b.x, br.x) for b, br in zip(a, batches_a, strict=True))
     assert _ids(_loader(seed=1)) != _ids(_loader(seed=0))
 
 
@@ -139,7 +143,7 @@ def test_augmentation_distribution_matches_torchvision():
         shuffle=False,
         seed=0,
     )
-    ours = torch.cat([x for x, _ in loader])
+    ours = torch.cat([b.x for b in loader])
     x_chw = images.permute(0, 3, 1, 2)
     ref = _torchvision_sample(x_chw, draws, "constant")
     # per-channel moments
@@ -187,7 +191,8 @@ def test_loader_with_mixup_yields_soft_targets():
         mixup_alpha=1.0,
         num_classes=10,
     )
-    x, y = next(iter(loader))
+    batch = next(iter(loader))
+    x, y = batch.x, batch.y
     assert x.shape == (8, 3, 32, 32) and y.shape == (8, 10) and y.dtype == torch.float32
     assert torch.allclose(y.sum(1), torch.ones(8))
     with pytest.raises(ValueError, match="num_classes"):
@@ -198,7 +203,8 @@ def test_loader_with_mixup_yields_soft_targets():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_loader_keeps_everything_on_the_device_with_the_cpu_order():
     cpu, gpu = _loader(), _loader(device="cuda")
-    x, y = next(iter(gpu))
+    batch = next(iter(gpu))
+    x, y = batch.x, batch.y
     assert x.is_cuda and y.is_cuda and x.dtype == torch.float32
     # the epoch order comes from a CPU generator, so it does not depend on the device
     assert gpu.plan(3).indices.cpu().tolist() == cpu.plan(3).indices.tolist()
@@ -215,7 +221,7 @@ def test_lightning_trains_from_it_and_passes_the_epoch():
             self.loader, self.seen = loader, []
 
         def training_step(self, batch, _):
-            x, y = batch
+            x, y = batch.x, batch.y
             self.seen.append((self.current_epoch, self.loader.epoch, x.shape[0]))
             return torch.nn.functional.cross_entropy(self.net(x.flatten(1)), y % 4)
 

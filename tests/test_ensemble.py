@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdlab.distill import LogitKD, ensemble_logits
+from kdlab.distill import LogitKD
+from kdlab.teachers import ensemble_logits
 
 
 def test_three_members_match_numpy() -> None:

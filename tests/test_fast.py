@@ -10,12 +10,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from kdlab.distill.fast import StackedMembers, apply_fast, resolve_channels_last, teacher_forward
 from kdlab.distill.feature import FeatureKD
 from kdlab.distill.logit import LogitKD
-from kdlab.distill.teacher import EnsembleTeacher, FrozenTeacher
+from kdlab.models.memory_format import resolve_channels_last
 from kdlab.models.preresnet import preresnet20
 from kdlab.systems import Distiller
+from kdlab.teachers import EnsembleTeacher, FrozenTeacher, StackedMembers
 
 REPO_CONF = "conf/train.yaml"
 
@@ -30,9 +30,9 @@ def _net(seed: int) -> nn.Module:
     return net
 
 
-def _distiller(teacher, loss=None) -> Distiller:
+def _distiller(teacher, loss=None, **kw) -> Distiller:
     opt = partial(torch.optim.SGD, lr=0.1)
-    return Distiller(_net(9), teacher, loss or LogitKD(0.5, 4.0), opt, grad_clip=1.0)
+    return Distiller(_net(9), teacher, loss or LogitKD(0.5, 4.0), opt, grad_clip=1.0, **kw)
 
 
 def test_fold_replaces_running_teacher_keeps_trained_members():
@@ -41,8 +41,8 @@ def test_fold_replaces_running_teacher_keeps_trained_members():
     ref = teacher(x)
     original = teacher.net
     system = _distiller(teacher)
-    done = apply_fast(system, "cpu")
-    assert done["fold_teacher_bn"] and not done["compile"] and not done["channels_last"]
+    done = system.prepare("cpu")
+    assert done["teacher_fold_bn"] and not done["compile"] and not done["channels_last"]
     assert teacher.net is not original  # the folded copy runs
     assert teacher.members[0] is original  # trained weights kept for params / init proximity
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in teacher.net.modules())
@@ -55,14 +55,14 @@ def test_inference_mode_teacher_trains(loss):
     """Teacher outputs made under inference_mode feed a loss whose backward works."""
     crit = LogitKD(0.5, 4.0) if loss == "logit" else FeatureKD(0.5, 0.5, ["layer2", "layer3"])
     system = _distiller(FrozenTeacher(_net(1)), crit)
-    apply_fast(system, "cpu")
+    system.prepare("cpu")
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     _, terms = system.compute_losses(x, y)
     terms["loss"].backward()
     grads = [p.grad for p in system.net.parameters()]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
     assert all(p.grad is None for p in system.teacher.parameters())
-    t_logits = teacher_forward(system.teacher, x)
+    t_logits = system.teacher.predict(x)
     assert not t_logits.is_inference() and not t_logits.requires_grad
 
 
@@ -73,9 +73,9 @@ def test_vmap_ensemble_equals_loop():
     with torch.no_grad():
         ref_members, ref = loop.forward_members(x), loop(x)
     torch.testing.assert_close(StackedMembers(nets)(x), ref_members, atol=1e-5, rtol=1e-5)
-    system = _distiller(EnsembleTeacher([_net(s) for s in range(3)]))
-    done = apply_fast(system, "cpu", ensemble_vmap=True)
-    assert done["vmap"] and isinstance(system.teacher.forward_members, StackedMembers)
+    system = _distiller(EnsembleTeacher([_net(s) for s in range(3)], vmap=True))
+    done = system.prepare("cpu")
+    assert done["teacher_vmap"] and isinstance(system.teacher.stacked, StackedMembers)
     with torch.inference_mode():
         torch.testing.assert_close(system.teacher(x), ref, atol=1e-4, rtol=1e-4)
 
@@ -83,14 +83,8 @@ def test_vmap_ensemble_equals_loop():
 def test_mixed_architectures_fall_back_to_loop():
     from kdlab.models.cnn import small_cnn
 
-    class Ens(nn.Module):
-        nets = nn.ModuleList()
-
-    ens = Ens()
-    ens.nets = nn.ModuleList([_net(0), small_cnn(num_classes=10)])
-    from kdlab.distill.fast import _use_stacked
-
-    assert _use_stacked(ens) is False and "forward_members" not in ens.__dict__
+    ens = EnsembleTeacher([_net(0), small_cnn(num_classes=10)], fold_bn=False)
+    assert ens.prepare("cpu")["vmap"] is False and ens.stacked is None
 
 
 def test_channels_last_same_outputs_and_auto():
@@ -98,9 +92,10 @@ def test_channels_last_same_outputs_and_auto():
     with pytest.raises(ValueError, match="channels_last"):
         resolve_channels_last("yes", "cpu")
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
-    a, b = _distiller(FrozenTeacher(_net(1))), _distiller(FrozenTeacher(_net(1)))
-    apply_fast(a, "cpu", channels_last=False)
-    apply_fast(b, "cpu", channels_last=True)
+    a = _distiller(FrozenTeacher(_net(1), channels_last=False), channels_last=False)
+    b = _distiller(FrozenTeacher(_net(1), channels_last=True), channels_last=True)
+    a.prepare("cpu")
+    b.prepare("cpu")
     assert b.input_format == torch.channels_last
     assert b.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     la, ta = a.compute_losses(x, y)

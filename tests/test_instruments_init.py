@@ -8,12 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kdlab.data.batch import Batch
 from kdlab.data.cifar import CIFARDataModule
-from kdlab.distill.init import interpolate_init, lr_scale, seeded_build, validate_lambda
 from kdlab.distill.logit import LogitKD
-from kdlab.distill.logit_cache import check_cacheable
 from kdlab.models.cnn import small_cnn
+from kdlab.models.init import interpolate_init, lr_scale, seeded_build, validate_lambda
 from kdlab.models.preresnet import preresnet20
+from kdlab.teachers.cache import check_cacheable
 
 
 def _trained_like(seed: int):
@@ -95,11 +96,12 @@ def _dm(tiny_root, **kw):
 
 def test_mixup_mixes_images_and_labels_consistently(tiny_cifar10):
     dm = _dm(tiny_cifar10, mixup_alpha=1.0)
-    dm.trainer = types.SimpleNamespace(training=True)
+    dm.trainer = types.SimpleNamespace(training=True, current_epoch=0, global_rank=0, world_size=1)
     x = torch.randn(10, 3, 32, 32)
     y = torch.arange(10)  # distinct labels: each soft row names its two sources
     torch.manual_seed(3)
-    xm, ym = dm.on_after_batch_transfer((x, y), 0)
+    mixed = dm.on_after_batch_transfer(Batch(x, y), 0)
+    xm, ym = mixed.x, mixed.y
     assert torch.allclose(ym.sum(-1), torch.ones(10))
     for i in range(10):
         lam = ym[i, i].item()
@@ -112,7 +114,7 @@ def test_mixup_mixes_images_and_labels_consistently(tiny_cifar10):
     hard = -(ym * F.log_softmax(logits, -1)).sum(-1).mean()
     assert torch.allclose(terms["ce"], hard, atol=1e-6)
     dm.trainer = types.SimpleNamespace(training=False)  # evaluation batches are never mixed
-    assert dm.on_after_batch_transfer((x, y), 0)[0] is x
+    assert dm.on_after_batch_transfer(Batch(x, y), 0).x is x
 
 
 def test_logit_cache_refused_with_augmentation_or_mixup(tiny_cifar10):

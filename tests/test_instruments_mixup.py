@@ -10,9 +10,9 @@ import torch
 
 from kdlab.data.cifar import CIFARDataModule
 from kdlab.distill.logit import LogitKD
-from kdlab.distill.teacher import FrozenTeacher
 from kdlab.models.cnn import small_cnn
 from kdlab.systems import Distiller
+from kdlab.teachers import FrozenTeacher
 
 
 def _spy(module: torch.nn.Module, store: list, which: int = 0) -> None:

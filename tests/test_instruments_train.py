@@ -15,8 +15,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from kdlab.distill.teacher import store_path
 from kdlab.models.export import export_weights
+from kdlab.teachers import store_path
 from kdlab.train import train
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -141,10 +141,10 @@ def test_distiller_takes_teacher_logits_from_the_cache_by_index():
     import functools
 
     from kdlab.distill.logit import LogitKD
-    from kdlab.distill.logit_cache import TeacherLogitCache
-    from kdlab.distill.teacher import FrozenTeacher
     from kdlab.models.cnn import small_cnn
     from kdlab.systems import Distiller
+    from kdlab.teachers import FrozenTeacher
+    from kdlab.teachers.cache import TeacherCache as TeacherLogitCache
 
     torch.manual_seed(0)
     system = Distiller(

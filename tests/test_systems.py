@@ -10,9 +10,9 @@ import torch
 from kdlab.distill.base import CrossEntropy
 from kdlab.distill.feature import FeatureKD
 from kdlab.distill.logit import LogitKD
-from kdlab.distill.teacher import FrozenTeacher
 from kdlab.models.preresnet import preresnet20
 from kdlab.systems import Classifier, Distiller
+from kdlab.teachers import FrozenTeacher
 
 SGD = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9)
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdlab.distill.ensemble import ensemble_logits
-from kdlab.distill.teacher import EnsembleTeacher, FrozenTeacher, build_teacher, store_path
 from kdlab.models.export import export_weights, load_exported
 from kdlab.models.resnet import resnet18, resnet34
+from kdlab.teachers import (
+    EnsembleTeacher,
+    FrozenTeacher,
+    build_teacher,
+    ensemble_logits,
+    store_path,
+)
 
 R18 = {"_target_": "kdlab.models.resnet.resnet18", "num_classes": 10}
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from kdlab.distill.logit import LogitKD
-from kdlab.distill.teacher import build_teacher
 from kdlab.models.cnn import small_cnn
 from kdlab.models.export import export_weights
 from kdlab.models.resnet import resnet18
 from kdlab.models.timm_adapter import Resized, TimmModel
 from kdlab.systems import Distiller
+from kdlab.teachers import build_teacher
 from kdlab.train import train
 from tests.test_instruments_train import compose_cfg, export_teacher_net
 

@@ -12,13 +12,13 @@ import torch
 from kdlab.data.augment import crop_flip_views, normalize
 from kdlab.data.cifar import CIFARDataModule
 from kdlab.data.synthetic import write_fake_cifar
-from kdlab.distill import view_cache as vc
 from kdlab.distill.feature import FeatureKD
 from kdlab.distill.logit import LogitKD
-from kdlab.distill.teacher import FrozenTeacher
 from kdlab.models.cnn import small_cnn
 from kdlab.models.export import sha256_file
 from kdlab.systems import Distiller
+from kdlab.teachers import FrozenTeacher
+from kdlab.teachers import cache as vc
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +47,10 @@ def test_view_ids_round_trip_and_match_device_loader(data_root):
     assert vc.num_views(4) == 162
     torch.testing.assert_close(vc.view_id(*vc.view_params(v)), v)
     dm = _dm(data_root)
-    dm.return_views = True
     loader = dm.loader("train", train=True)
     plan = loader.plan(0)
-    x, _, idx, view = next(iter(loader))
+    batch = next(iter(loader))
+    x, idx, view = batch.x, batch.index, batch.view
     dy, dx, flip = vc.view_params(view)
     assert torch.equal(idx, plan.indices[:8])
     assert torch.equal(dy, plan.dy[:8]) and torch.equal(dx, plan.dx[:8])
@@ -85,10 +85,11 @@ def test_distiller_loss_with_cache_equals_online(data_root, tmp_path):
     opt = partial(torch.optim.SGD, lr=0.1)
     online = Distiller(small_cnn(num_classes=10, hidden=32), teacher, LogitKD(0.5, 4.0), opt)
     cached = copy.deepcopy(online)
-    assert vc.attach_view_cache(cached, dm) is True and dm.return_views
-    x, y, idx, view = next(iter(dm.loader("train", train=True)))
-    _, t_on = online.compute_losses(x, y)
-    _, t_c = cached.compute_losses(x, y, idx, view)
+    assert vc.view_cache_fallback(cached.criterion, dm) is None
+    cached.use_teacher_cache(vc.build_view_cache(cached.teacher, dm, progress=False))
+    b = next(iter(dm.loader("train", train=True)))
+    _, t_on = online.compute_losses(b.x, b.y)
+    _, t_c = cached.compute_losses(b.x, b.y, b.index, b.view)
     assert t_c["kd"] > 0
     torch.testing.assert_close(t_c["loss"], t_on["loss"], atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(t_c["kd"], t_on["kd"], atol=1e-3, rtol=1e-3)
@@ -106,7 +107,7 @@ def test_changed_teacher_file_gets_new_cache(data_root, tmp_path, monkeypatch):
     second = vc.build_view_cache(retrained, dm, progress=False)
     assert second.path != first.path and second.path.is_file()
     assert not torch.equal(second.views, first.views)
-    dm_pad = vc.cache_key([retrained.sources[0]["sha256"]], dm, padding=2)
+    dm_pad = vc.cache_key([retrained.sources[0]["sha256"]], dm, 2)
     assert dm_pad not in second.path.name  # padding is part of the key
 
 
@@ -119,9 +120,9 @@ def test_falls_back_to_online_teacher_with_log(data_root, tmp_path, caplog, sett
     dm = _dm(data_root, **(setting if isinstance(setting, dict) else {}))
     loss = FeatureKD(0.5, 0.5, ["layer1"]) if setting == "feature" else LogitKD(0.5, 4.0)
     opt = partial(torch.optim.SGD, lr=0.1)
-    system = Distiller(small_cnn(num_classes=10, hidden=32), teacher, loss, opt)
-    with caplog.at_level(logging.WARNING, logger="kdlab.distill.view_cache"):
-        assert vc.attach_view_cache(system, dm) is False
+    system = Distiller(small_cnn(num_classes=10, hidden=32), teacher, loss, opt, view_cache=True)
+    with caplog.at_level(logging.WARNING, logger="kdlab.systems.distiller"):
+        system.build_cache(dm, torch.device("cpu"))
     assert "online teacher" in caplog.text
-    assert system.teacher_cache is None and not dm.return_views
+    assert system.teacher_cache is None
     assert not list(tmp_path.glob("viewcache-*"))

@@ -30,7 +30,6 @@ import torch
 from kdlab.bench import steps as S
 from kdlab.bench.economics import view_cache_economics
 from kdlab.bench.lightning_loop import lightning_rate
-from kdlab.distill.fast import teacher_forward
 
 
 def hardware() -> dict:
@@ -106,31 +105,30 @@ def run(a: argparse.Namespace) -> dict:
                     why = "--quick" if a.quick else "CPU: inductor compile time ≫ run (--compile)"
                     add(name, skipped=why, kind="step", method=method, pipeline=pipe, mode=mode)
                     continue
-                system = S.build_system(method.removesuffix("_viewcache"), a.size)
+                system = S.build_system(
+                    method.removesuffix("_viewcache"), a.size, compile=mode == "compiled"
+                )
                 if method == "logit_viewcache":
                     S.attach_random_view_cache(system, n)
-                opt = S.prepare(system, device, mode == "compiled")
+                opt = S.prepare(system, device)
                 step = S.make_step(system, opt, device, amp)
-                loader = S.make_loader(
-                    pipe, images, labels, b, device, a.workers, method == "logit_viewcache"
-                )
+                loader = S.make_loader(pipe, images, labels, b, device, a.workers)
                 it = S.endless(loader)
                 res = S.time_it(lambda: step(next(it)), b, device, *timing)  # noqa: B023
                 add(name, res, kind="step", method=method, pipeline=pipe, mode=mode)
     system = S.build_system("logit", a.size)
-    S.prepare(system, device, False)
+    S.prepare(system, device)
     x = torch.randn(b, 3, 32, 32, device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        res = S.time_it(lambda: teacher_forward(system.teacher, x), b, device, *timing)
+        res = S.time_it(lambda: system.teacher.predict(x), b, device, *timing)
     add("teacher_forward", res, kind="teacher")
     for loop in ("lightning", "plain"):
         system = S.build_system("logit", a.size)
         loader = S.make_loader("device", images, labels, b, device, a.workers)
         if loop == "lightning":
-            S.apply_fast(system, device.type)
             res = lightning_rate(system, loader, device, b, *timing)
         else:
-            step = S.make_step(system, S.prepare(system, device, False), device, amp)
+            step = S.make_step(system, S.prepare(system, device), device, amp)
             it = S.endless(loader)
             res = S.time_it(lambda: step(next(it)), b, device, *timing)  # noqa: B023
         add(f"loop/{loop}", res, kind="loop", method="logit", pipeline="device")

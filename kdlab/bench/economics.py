@@ -16,7 +16,7 @@ is not measured here, so it is not included).
 
 from __future__ import annotations
 
-from kdlab.distill.view_cache import num_views
+from kdlab.teachers.cache import num_views
 
 SWEEP_STUDENT_EPOCHS = 9 * 3 * 100  # R50→R18 logit KD: α×T grid × seeds × epochs
 

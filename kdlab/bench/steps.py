@@ -19,18 +19,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from kdlab.data.batch import Batch, collate
 from kdlab.data.cifar import ArrayDataset
 from kdlab.data.device import DeviceLoader
 from kdlab.data.transforms import NORMALIZATION, build_transform
-from kdlab.distill.fast import apply_fast
 from kdlab.distill.feature import FeatureKD
 from kdlab.distill.logit import LogitKD
-from kdlab.distill.teacher import EnsembleTeacher, FrozenTeacher
-from kdlab.distill.view_cache import ViewLogitCache, num_views
 from kdlab.models.cnn import small_cnn
 from kdlab.models.preresnet import preresnet20
 from kdlab.models.resnet import resnet18, resnet50
 from kdlab.systems import Classifier, Distiller
+from kdlab.teachers import EnsembleTeacher, FrozenTeacher
+from kdlab.teachers.cache import TeacherCache, num_views
 
 MEAN, STD = NORMALIZATION["cifar10"]
 MODELS = {  # (student, teacher) per size; --quick uses the small pair on CPU
@@ -54,42 +54,42 @@ def _random_bn(net: nn.Module, seed: int) -> nn.Module:
     return net
 
 
-def build_system(method: str, size: str, num_classes: int = 10) -> nn.Module:
+def build_system(method: str, size: str, num_classes: int = 10, compile: bool = False) -> nn.Module:
     """Baseline, logit/feature KD or a 3-member ensemble over the ``size`` model pair."""
     torch.manual_seed(0)
     student = MODELS[size]["student"][1](num_classes=num_classes)
     teacher_fn = MODELS[size]["teacher"][1]
     opt = partial(torch.optim.SGD, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     if method == "baseline":
-        return Classifier(student, opt, grad_clip=1.0)
+        return Classifier(student, opt, grad_clip=1.0, compile=compile)
     if method == "ensemble3":
         teacher = EnsembleTeacher(
-            [_random_bn(teacher_fn(num_classes=num_classes), s) for s in range(3)]
+            [_random_bn(teacher_fn(num_classes=num_classes), s) for s in range(3)],
+            compile=compile,
         )
     else:
-        teacher = FrozenTeacher(_random_bn(teacher_fn(num_classes=num_classes), 0))
+        teacher = FrozenTeacher(_random_bn(teacher_fn(num_classes=num_classes), 0), compile=compile)
     if method == "feature":
         stages = [s for s in student.stage_names if s in teacher.stage_names]
         loss = FeatureKD(alpha=0.5, beta=0.5, stages=stages)
     else:
         loss = LogitKD(alpha=0.5, temperature=4.0)
-    return Distiller(student, teacher, loss, opt, grad_clip=1.0)
+    return Distiller(student, teacher, loss, opt, grad_clip=1.0, compile=compile)
 
 
 def make_loader(
     pipeline: str, images: torch.Tensor, labels: torch.Tensor, batch: int, device, workers: int,
-    return_views: bool = False,
 ):  # fmt: skip
     """The training loader of ``pipeline`` over uint8 N×32×32×3 ``images`` (augmenting)."""
     if pipeline == "device":
         return DeviceLoader(
             images, labels, batch, MEAN, STD, augment=True, shuffle=True, seed=0,
-            drop_last=True, device=device, return_views=return_views, return_index=return_views,
+            drop_last=True, device=device,
         )  # fmt: skip
     ds = ArrayDataset(images.numpy(), labels.numpy(), build_transform(MEAN, STD, True))
     return DataLoader(
         ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0, collate_fn=collate,
     )  # fmt: skip
 
 
@@ -98,24 +98,24 @@ def endless(loader) -> Iterator:
     return itertools.chain.from_iterable(iter(loader) for _ in itertools.count())
 
 
-def to_device(batch, device: torch.device) -> tuple:
-    return tuple(t.to(device, non_blocking=True) for t in batch)
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return batch.to(device, non_blocking=True)
 
 
 def attach_random_view_cache(system: Distiller, n: int, num_classes: int = 10) -> None:
     """A view cache of the right shape (values irrelevant for speed) for the lookup rows."""
     logits = torch.randn(n, num_views(4), num_classes).half()
-    system.use_teacher_cache(ViewLogitCache(logits))
+    system.use_teacher_cache(TeacherCache(logits))
 
 
 def make_step(system, optimizer, device: torch.device, amp: bool) -> Callable:
     """One plain-PyTorch training step on a batch (the same work Lightning's loop does)."""
 
-    def step(batch) -> None:
-        x, y, *extra = to_device(batch, device)
-        x = x.contiguous(memory_format=system.input_format)
+    def step(batch: Batch) -> None:
+        b = to_device(batch, device)
+        x = b.x.contiguous(memory_format=system.input_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            _, terms = system.compute_losses(x, y, *extra)
+            _, terms = system.compute_losses(x, b.y, b.index, b.view)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(system.clip_parameters(), 1.0)
@@ -124,8 +124,8 @@ def make_step(system, optimizer, device: torch.device, amp: bool) -> Callable:
     return step
 
 
-def prepare(system, device: torch.device, compile: bool) -> torch.optim.Optimizer:
-    apply_fast(system, device.type, compile=compile)
+def prepare(system, device: torch.device) -> torch.optim.Optimizer:
+    system.prepare(device.type)
     system.to(device)
     return system.optimizer_factory(params=system.trainable_parameters())
 

@@ -96,6 +96,43 @@ def normalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | 
     return x.float().mul_(1.0 / (255.0 * s)).sub_(m / s)
 
 
+def derive_seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from integer keys (NumPy's SeedSequence hashing).
+
+    Plain ``seed + epoch`` would make (seed 0, epoch 1) and (seed 1, epoch 0) identical.
+    """
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0] >> 1)
+
+
+MIXUP_STREAM = 2  # keeps MixUp's draws apart from the shuffle (0) and view (1) streams
+
+
+class SeededMixUp:
+    """MixUp of whole batches whose draws depend only on ``(seed, epoch, rank)`` and batch order.
+
+    Both pipelines mix through this one object, so a run and its resumed twin (which restarts
+    at an epoch boundary) draw the same λ and pairings, whatever the global RNG did meanwhile.
+    """
+
+    def __init__(self, alpha: float, num_classes: int, seed: int, rank: int = 0) -> None:
+        if alpha <= 0:
+            raise ValueError(f"mixup alpha must be > 0, got {alpha}")
+        self.alpha, self.num_classes, self.seed, self.rank = alpha, num_classes, seed, rank
+        self.epoch: int | None = None
+        self._gen = torch.Generator()
+
+    def start(self, epoch: int) -> None:
+        """Reset the stream for ``epoch`` (called once per pass, before its first batch)."""
+        self.epoch = int(epoch)
+        self._gen.manual_seed(derive_seed(self.seed, MIXUP_STREAM, self.epoch, self.rank))
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.epoch is None:
+            self.start(0)
+        mixed, soft, _ = mixup(x, y, self.num_classes, self.alpha, self._gen)
+        return mixed, soft
+
+
 def mixup(
     x: Tensor,
     y: Tensor,

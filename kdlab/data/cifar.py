@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from kdlab.data.augment import SeededMixUp
+from kdlab.data.batch import Batch, collate
 from kdlab.data.layout import DataError, get_layout, load_split, missing_files
 from kdlab.data.transforms import build_transform, mean_std
 
@@ -27,23 +29,22 @@ _TORCHVISION = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
 
 class ArrayDataset(Dataset):
-    """uint8 images (N×32×32×3) + labels, transformed per sample (CHW uint8 → float)."""
+    """uint8 images (N×32×32×3) + labels, transformed per sample (CHW uint8 → float).
 
-    def __init__(
-        self, images: np.ndarray, labels: np.ndarray, transform, return_index: bool = False
-    ) -> None:
+    Samples are ``(image, label, row)``; ``kdlab.data.batch.collate`` turns them into a
+    ``Batch`` whose ``index`` lets a teacher cache or a memory bank find each row.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # view, no copy
         self.labels = torch.from_numpy(labels)
         self.transform = transform
-        self.return_index = return_index  # (x, y, i): lets a teacher-logit cache find row i
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        if self.return_index:
-            return self.transform(self.images[i]), self.labels[i], i
-        return self.transform(self.images[i]), self.labels[i]
+        return self.transform(self.images[i]), self.labels[i], i
 
 
 class CIFARDataModule(L.LightningDataModule):
@@ -91,8 +92,8 @@ class CIFARDataModule(L.LightningDataModule):
         self.augment, self.pipeline, self.mixup_alpha = augment, pipeline, mixup_alpha
         self.mean, self.std = mean_std(name, normalize)
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.return_index = False  # training batches (x, y, idx); set for the teacher-logit cache
-        self.return_views = False  # device pipeline: (x, y, idx, view_id) for the view cache
+        self.padding = 4  # RandomCrop(32, padding=4): the crop/flip views a view cache enumerates
+        self._mixup: SeededMixUp | None = None
 
     @property
     def num_classes(self) -> int:
@@ -164,32 +165,35 @@ class CIFARDataModule(L.LightningDataModule):
             return DeviceLoader(
                 images, labels, bs, self.mean, self.std, augment=augment, shuffle=train,
                 seed=self.seed, drop_last=False, device=self._device(), rank=rank,
-                world_size=world, num_classes=self.num_classes,
-                return_views=train and augment and self.return_views,
+                world_size=world, num_classes=self.num_classes, padding=self.padding,
             )  # fmt: skip
-        transform = build_transform(self.mean, self.std, augment)
-        ds = ArrayDataset(images, labels, transform, return_index=train and self.return_index)
+        transform = build_transform(self.mean, self.std, augment, self.padding)
         return DataLoader(
-            ds, batch_size=bs, shuffle=train, num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
-            drop_last=False,
+            ArrayDataset(images, labels, transform), batch_size=bs, shuffle=train,
+            num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0, drop_last=False, collate_fn=collate,
         )  # fmt: skip
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """MixUp on the device for training batches of either pipeline.
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int):
+        return batch.to(device, non_blocking=device.type == "cuda")
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """MixUp on the device for training batches of either pipeline, seeded per epoch.
 
         Mixing here (after the transfer, before the system sees the batch) means the teacher and
         the student receive the identical mixed images, and the targets become soft labels that
         the CE term consumes directly.
         """
         trainer = getattr(self, "trainer", None)
-        if self.mixup_alpha > 0 and trainer is not None and trainer.training:
-            from kdlab.data.augment import mixup
-
-            x, y, *rest = batch
-            x, y_soft, _ = mixup(x, y, self.num_classes, self.mixup_alpha, None)
-            return (x, y_soft, *rest)
-        return batch
+        if self.mixup_alpha <= 0 or trainer is None or not trainer.training:
+            return batch
+        if self._mixup is None:
+            rank, _ = self._rank_world()
+            self._mixup = SeededMixUp(self.mixup_alpha, self.num_classes, self.seed, rank)
+        if self._mixup.epoch != trainer.current_epoch:
+            self._mixup.start(trainer.current_epoch)
+        x, y = self._mixup(batch.x, batch.y)
+        return batch.replace(x=x, y=y)
 
     def train_dataloader(self):
         return self.loader("train", train=True)

@@ -35,18 +35,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kdlab.data.augment import crop_flip_views, mixup, normalize, sample_views
+from kdlab.data.augment import SeededMixUp, crop_flip_views, derive_seed, normalize, sample_views
+from kdlab.data.batch import Batch
 
-# stream ids keep the shuffle, view and MixUp generators independent for the same (seed, epoch)
-_SHUFFLE, _VIEWS, _MIXUP = 0, 1, 2
-
-
-def derive_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from integer keys (NumPy's SeedSequence hashing).
-
-    Plain ``seed + epoch`` would make (seed 0, epoch 1) and (seed 1, epoch 0) identical.
-    """
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0] >> 1)
+# stream ids keep the shuffle and view generators independent for the same (seed, epoch)
+_SHUFFLE, _VIEWS = 0, 1
 
 
 @dataclass(frozen=True)
@@ -81,14 +74,13 @@ def _to_nchw_uint8(images: np.ndarray | Tensor) -> Tensor:
 
 
 class DeviceLoader:
-    """Yields ``(x, y)`` batches built on ``device`` from a uint8 split held there.
+    """Yields ``Batch``es built on ``device`` from a uint8 split held there.
 
     ``x`` is float32 ``B×3×H×W``, normalised with ``mean``/``std`` (after crop+flip when
     ``augment``); ``y`` is int64 ``[B]``, or float ``[B, num_classes]`` soft targets when
-    ``mixup_alpha > 0``. With ``return_index`` a third item holds the dataset indices (int64
-    ``[B]``), as the DataLoader path's ``return_index`` does for per-image lookups; with
-    ``return_views`` a fourth holds each image's view id (crop offsets and flip). See the
-    module docstring for epochs, seeding and DDP sharding.
+    ``mixup_alpha > 0``; ``index`` holds the dataset rows (int64 ``[B]``) and, when augmenting,
+    ``view`` each image's view id ``(dy·(2p+1) + dx)·2 + flip``. See the module docstring for
+    epochs, seeding and DDP sharding.
     """
 
     def __init__(
@@ -108,8 +100,6 @@ class DeviceLoader:
         mixup_alpha: float = 0.0,
         num_classes: int | None = None,
         padding: int = 4,
-        return_index: bool = False,
-        return_views: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -135,10 +125,7 @@ class DeviceLoader:
         self.augment, self.shuffle, self.drop_last = augment, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.mixup_alpha, self.num_classes, self.padding = mixup_alpha, num_classes, padding
-        self.return_index = return_index
-        if return_views and not augment:
-            raise ValueError("return_views needs augment=true (un-augmented batches have no views)")
-        self.return_views = return_views  # (x, y, idx, view_id) for the augmentation view cache
+        self._mixup = SeededMixUp(mixup_alpha, num_classes, seed, rank) if mixup_alpha > 0 else None
         self._next_epoch = 0
         self.epoch = 0  # the epoch of the pass in progress (or last started)
         self.sampler = _EpochHook(self)  # lets Lightning's _set_sampler_epoch reach set_epoch
@@ -185,27 +172,23 @@ class DeviceLoader:
         dy, dx, flip = sample_views(len(indices), self.padding, g, self.device)
         return EpochPlan(indices, dy, dx, flip)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+    def __iter__(self) -> Iterator[Batch]:
         self.epoch = self._next_epoch
         self._next_epoch = self.epoch + 1
         plan = self.plan(self.epoch)
-        mix_gen = None
-        if self.mixup_alpha > 0:
-            mix_gen = self._generator(torch.device("cpu"), _MIXUP, self.epoch, self.rank)
-        b = self.batch_size
+        if self._mixup is not None:
+            self._mixup.start(self.epoch)
+        b, side = self.batch_size, 2 * self.padding + 1
         for i in range(len(self)):
             sl = slice(i * b, (i + 1) * b)
             idx = plan.indices[sl]
             x = self.images[idx]
+            view = None
             if plan.dy is not None:
                 x = crop_flip_views(x, plan.dy[sl], plan.dx[sl], plan.flip[sl], self.padding)
+                view = (plan.dy[sl] * side + plan.dx[sl]) * 2 + plan.flip[sl].long()
             x = normalize(x, self._mean_t, self._std_t)
             y = self.labels[idx]
-            if mix_gen is not None:
-                x, y, _ = mixup(x, y, self.num_classes, self.mixup_alpha, mix_gen)
-            if self.return_views:  # view id (dy·(2p+1) + dx)·2 + flip (kdlab.distill.view_cache)
-                side = 2 * self.padding + 1
-                view = (plan.dy[sl] * side + plan.dx[sl]) * 2 + plan.flip[sl].long()
-                yield x, y, idx, view
-            else:
-                yield (x, y, idx) if self.return_index else (x, y)
+            if self._mixup is not None:
+                x, y = self._mixup(x, y)
+            yield Batch(x, y, idx, view)

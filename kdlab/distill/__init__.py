@@ -1,7 +1,7 @@
-"""KD losses (one module per method) sharing the ``KDLoss`` interface, and ensemble logits.
+"""KD losses, one module per method, sharing the ``KDLoss`` interface (``kdlab.distill.base``).
 
-Teacher loading lives in ``kdlab.distill.teacher`` (imported directly, not re-exported here,
-so importing a loss never pulls in checkpoint I/O).
+Teachers (store, freezing, ensembles, caches) live in ``kdlab.teachers``; this package holds
+losses only, so a new method is one module here plus one config in ``conf/distill/``.
 """
 
 from kdlab.distill.base import (
@@ -11,19 +11,21 @@ from kdlab.distill.base import (
     validate_beta,
     validate_label_smoothing,
     validate_temperature,
+    validate_weight,
 )
-from kdlab.distill.ensemble import ensemble_logits
+from kdlab.distill.combine import Combined
 from kdlab.distill.feature import FeatureKD
 from kdlab.distill.logit import LogitKD
 
 __all__ = [
+    "Combined",
     "CrossEntropy",
     "FeatureKD",
     "KDLoss",
     "LogitKD",
-    "ensemble_logits",
     "validate_alpha",
     "validate_beta",
     "validate_label_smoothing",
     "validate_temperature",
+    "validate_weight",
 ]

@@ -1,15 +1,20 @@
 """The one interface every KD loss shares, hyper-parameter checks, and the plain-CE loss.
 
-The distillation system never branches on a method's name (STYLE rule 1): it asks the loss
-which stage outputs it needs (``stages``), lets it build model-dependent parameters once
-(``bind``), and logs whatever named terms it returns. Baselines and teachers use
-``CrossEntropy`` through the same interface, so every system trains with one code path.
+The distillation system never branches on a method's name: it asks the loss which stage outputs
+it needs (``stage_pairs``), lets it build model-dependent parameters once (``bind``), tells it
+the epoch (``set_epoch``), and logs whatever named terms it returns. A method's settings are
+data (``method_params``): the system records them without knowing their names. Baselines and
+teachers use ``CrossEntropy`` through the same interface, so every system trains with one code
+path.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping, Sequence
 from numbers import Real
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -92,18 +97,98 @@ def mix(alpha: float, kd: Tensor, ce: Tensor) -> Tensor:
     return alpha * kd + (1.0 - alpha) * ce
 
 
-class KDLoss(nn.Module):
-    """Base class of all kdlab losses; see the module docstring for the contract.
+def validate_weight(name: str, value: object) -> float:
+    """A loss weight: a finite number ≥ 0 (0 switches the term off)."""
+    hint = f"{name} is a loss weight: a finite number >= 0 (0 = term off)"
+    w = _check_number(name, value, hint)
+    if not (w >= 0.0 and math.isfinite(w)):
+        raise ValueError(f"{name}={value!r} is not allowed: {hint}")
+    return w
 
-    ``forward`` returns ``{"loss": total, "ce": …, "kd": …, ...}``; the system logs each term
-    ``k`` as ``train/loss_<k>`` and ``"loss"`` as ``train/loss``. Only ``"loss"`` is
-    back-propagated; the other terms are for logging.
+
+def parse_stage_pairs(stages: Sequence[str] | str) -> tuple[tuple[str, str], ...]:
+    """``["layer1", "layer4:blocks_11"]`` → ``(("layer1", "layer1"), ("layer4", "blocks_11"))``.
+
+    A plain name means the same stage on both sides; ``s:t`` pairs a student stage with a
+    teacher stage of another name (e.g. a ResNet student of a ViT teacher).
+    """
+    names = (stages,) if isinstance(stages, str) else tuple(str(s) for s in stages)
+    pairs = tuple(tuple(n.split(":", 1)) if ":" in n else (n, n) for n in names)
+    if not pairs or len(set(names)) != len(names) or any(not s or not t for s, t in pairs):
+        raise ValueError(f"stages={list(names)} must be a non-empty list of distinct names")
+    return pairs  # type: ignore[return-value]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly copy of a constructor argument (tuples → lists, losses → their params)."""
+    if isinstance(value, KDLoss):
+        return value.method_params()
+    if isinstance(value, Mapping | nn.ModuleDict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+class KDLoss(nn.Module):
+    """Base class of all kdlab losses: the contract between a method and the system.
+
+    A loss is built from its config (``_target_`` plus its settings) and then:
+
+    - ``bind(student, teacher)`` is called once, before the optimiser exists: build what depends
+      on the models (projection heads, embeddings, memory banks) as submodules, parameters and
+      buffers. They are optimised, clipped and checkpointed with the student, never exported as
+      the student. Unknown stages must raise a ``ValueError`` naming the available ones.
+    - ``stage_pairs`` (set in ``__init__`` or ``bind``) lists the ``(student_stage,
+      teacher_stage)`` outputs it reads; ``preact = True`` asks for pre-activation features.
+      The system then passes ``s_feats``/``t_feats`` keyed by each side's stage names.
+    - ``set_epoch(epoch)`` is called at every training epoch start (warm-up schedules).
+    - ``forward(s_logits, t_logits, targets, s_feats, t_feats, index=...)`` returns
+      ``{"loss": total, **parts}``; the system back-propagates ``"loss"`` and logs every part
+      ``k`` as ``train/loss_<k>``. ``targets`` are class indices [B] or soft targets [B, C]
+      (MixUp); ``index`` holds the training-split rows of the batch (memory banks).
+    - ``method_params()`` returns every constructor argument as used: store each argument
+      under its own name (validated), and results.json, run tags, sweep folders and the report
+      all follow. ``short_names`` gives the letters used in run tags (``{"alpha": "a"}``).
     """
 
-    stages: tuple[str, ...] = ()
+    short_names: ClassVar[dict[str, str]] = {}
+    stage_pairs: tuple[tuple[str, str], ...] = ()
+    preact: bool = False
+    epoch: int = 0
+
+    @property
+    def student_stages(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s for s, _ in self.stage_pairs))
+
+    @property
+    def teacher_stages(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t for _, t in self.stage_pairs))
+
+    @property
+    def uses_features(self) -> bool:
+        return bool(self.stage_pairs)
 
     def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Build parameters that depend on the models (called once, before the optimiser)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def method_params(self) -> dict[str, Any]:
+        """Every constructor argument, as used (read back from the attribute of that name)."""
+        names = [
+            n
+            for n, p in inspect.signature(type(self).__init__).parameters.items()
+            if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        missing = [n for n in names if not hasattr(self, n)]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__} must store its constructor arguments {missing} under "
+                "their own names, so that its settings are recorded in results.json"
+            )
+        return {n: _plain(getattr(self, n)) for n in names}
 
     def forward(
         self,
@@ -112,6 +197,7 @@ class KDLoss(nn.Module):
         targets: Tensor,
         s_feats: dict[str, Tensor] | None = None,
         t_feats: dict[str, Tensor] | None = None,
+        index: Tensor | None = None,
     ) -> dict[str, Tensor]:
         raise NotImplementedError
 
@@ -130,6 +216,7 @@ class CrossEntropy(KDLoss):
         targets: Tensor,
         s_feats: dict[str, Tensor] | None = None,
         t_feats: dict[str, Tensor] | None = None,
+        index: Tensor | None = None,
     ) -> dict[str, Tensor]:
         with torch.autocast(s_logits.device.type, enabled=False):
             ce = cross_entropy(s_logits, targets, self.label_smoothing)

@@ -19,6 +19,7 @@ from kdlab.distill.base import (
     KDLoss,
     cross_entropy,
     mix,
+    parse_stage_pairs,
     validate_alpha,
     validate_beta,
     validate_label_smoothing,
@@ -73,9 +74,12 @@ class FeatureKD(KDLoss):
     Args:
         alpha: distillation weight in [0, 1].
         beta: weight ≥ 0 of the cosine term on globally pooled features.
-        stages: stage names aligned between student and teacher (both must have them).
+        stages: stage names aligned between student and teacher (both must have them), or
+            ``s:t`` pairs for stages named differently on the two sides.
         label_smoothing: smoothing of the CE term only.
     """
+
+    short_names = {"alpha": "a", "beta": "b"}
 
     def __init__(
         self,
@@ -87,10 +91,8 @@ class FeatureKD(KDLoss):
         super().__init__()
         self.alpha = validate_alpha(alpha)
         self.beta = validate_beta(beta)
-        names = (stages,) if isinstance(stages, str) else tuple(str(s) for s in stages)
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"stages={list(names)} must be a non-empty list of distinct names")
-        self.stages = names
+        self.stage_pairs = parse_stage_pairs(stages)
+        self.stages = (stages,) if isinstance(stages, str) else tuple(str(s) for s in stages)
         self.label_smoothing = validate_label_smoothing(label_smoothing)
         self.projections = nn.ModuleDict()
         self._sizes: dict[str, tuple[int, int]] = {}
@@ -102,11 +104,11 @@ class FeatureKD(KDLoss):
         to both, and a teacher at another resolution resizes inside its own wrapper.
         """
         size = int(getattr(student, "input_size", 32))
-        s_shapes = _stage_shapes(student, "student", self.stages, size)
-        t_shapes = _stage_shapes(teacher, "teacher", self.stages, size)
+        s_shapes = _stage_shapes(student, "student", self.student_stages, size)
+        t_shapes = _stage_shapes(teacher, "teacher", self.teacher_stages, size)
         self.projections = nn.ModuleDict()
-        for name in self.stages:
-            (cs, hs, ws), (ct, ht, wt) = s_shapes[name], t_shapes[name]
+        for name, (s, t) in zip(self.stages, self.stage_pairs, strict=True):
+            (cs, hs, ws), (ct, ht, wt) = s_shapes[s], t_shapes[t]
             self.projections[name] = nn.Conv2d(cs, ct, kernel_size=1, bias=False)
             self._sizes[name] = (min(hs, ht), min(ws, wt))
 
@@ -117,6 +119,7 @@ class FeatureKD(KDLoss):
         targets: Tensor,
         s_feats: dict[str, Tensor] | None = None,
         t_feats: dict[str, Tensor] | None = None,
+        index: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Return ``{"loss", "ce", "kd", "mse", "cos"}``; ``t_logits`` is not used."""
         if not self._sizes:
@@ -124,10 +127,10 @@ class FeatureKD(KDLoss):
         if s_feats is None or t_feats is None:
             raise ValueError(f"FeatureKD needs student and teacher features for {self.stages}")
         mse_terms, cos_terms = [], []
-        for name in self.stages:
+        for name, (s, t) in zip(self.stages, self.stage_pairs, strict=True):
             size = self._sizes[name]
-            fs = self.projections[name](pool_to(s_feats[name], size))
-            ft = pool_to(t_feats[name].detach(), size)
+            fs = self.projections[name](pool_to(s_feats[s], size))
+            ft = pool_to(t_feats[t].detach(), size)
             with torch.autocast(fs.device.type, enabled=False):
                 fs, ft = fs.float(), ft.float()
                 mse_terms.append(F.mse_loss(fs, ft))

@@ -22,7 +22,19 @@ from kdlab.distill.base import (
 )
 
 
-def kd_kl(s_logits: Tensor, t_logits: Tensor, temperature: float) -> Tensor:
+def standardize(logits: Tensor, eps: float = 1e-7) -> Tensor:
+    """Z-score each row: ``(z − mean(z)) / (std(z) + eps)`` over the classes (unbiased std).
+
+    Logit standardisation (Sun et al., CVPR 2024) lets a student match the teacher's logit
+    *shape* without matching its scale, which a shared temperature otherwise forces.
+    """
+    z = logits.float()
+    return (z - z.mean(dim=-1, keepdim=True)) / (z.std(dim=-1, keepdim=True) + eps)
+
+
+def kd_kl(
+    s_logits: Tensor, t_logits: Tensor, temperature: float, standardized: bool = False
+) -> Tensor:
     """``T²·KL(softmax(z_t/T) ‖ softmax(z_s/T))``, summed over classes, mean over the batch.
 
     Gradient w.r.t. the student logits: with ``p = softmax(z/T)``,
@@ -33,8 +45,11 @@ def kd_kl(s_logits: Tensor, t_logits: Tensor, temperature: float) -> Tensor:
     to adding a constant per row, so they act exactly as logits at T = 1.
     """
     t = float(temperature)
-    log_p_s = F.log_softmax(s_logits.float() / t, dim=-1)
-    log_p_t = F.log_softmax(t_logits.detach().float() / t, dim=-1)
+    zs, zt = s_logits.float(), t_logits.detach().float()
+    if standardized:
+        zs, zt = standardize(zs), standardize(zt)
+    log_p_s = F.log_softmax(zs / t, dim=-1)
+    log_p_t = F.log_softmax(zt / t, dim=-1)
     kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
     return kl * (t * t)
 
@@ -46,13 +61,26 @@ class LogitKD(KDLoss):
         alpha: distillation weight in [0, 1] (0 = CE baseline, 1 = pure soft labels).
         temperature: softmax temperature T > 0 applied to both student and teacher logits.
         label_smoothing: smoothing of the CE term only (the studies use 0).
+        standardize: z-score student and teacher logits before the temperature (logit
+            standardisation, Sun et al. 2024); off by default (Hinton's KD).
     """
 
-    def __init__(self, alpha: float, temperature: float, label_smoothing: float = 0.0) -> None:
+    short_names = {"alpha": "a", "temperature": "T"}
+
+    def __init__(
+        self,
+        alpha: float,
+        temperature: float,
+        label_smoothing: float = 0.0,
+        standardize: bool = False,
+    ) -> None:
         super().__init__()
         self.alpha = validate_alpha(alpha)
         self.temperature = validate_temperature(temperature)
         self.label_smoothing = validate_label_smoothing(label_smoothing)
+        if not isinstance(standardize, bool):
+            raise ValueError(f"standardize must be true or false, got {standardize!r}")
+        self.standardize = standardize
 
     def forward(
         self,
@@ -61,6 +89,7 @@ class LogitKD(KDLoss):
         targets: Tensor,
         s_feats: dict[str, Tensor] | None = None,
         t_feats: dict[str, Tensor] | None = None,
+        index: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Return ``{"loss", "ce", "kd"}``; terms with zero weight are logged but not trained."""
         if t_logits is None:
@@ -72,10 +101,10 @@ class LogitKD(KDLoss):
                 "number of classes (check the teacher checkpoint and data=)"
             )
         with torch.autocast(s_logits.device.type, enabled=False):
-            kd = kd_kl(s_logits, t_logits, self.temperature)
+            kd = kd_kl(s_logits, t_logits, self.temperature, self.standardize)
             ce = cross_entropy(s_logits, targets, self.label_smoothing)
             loss = mix(self.alpha, kd, ce)
         return {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, temperature={self.temperature}"
+        return f"alpha={self.alpha}, temperature={self.temperature}, standardize={self.standardize}"

@@ -46,7 +46,7 @@ def evaluate_fidelity(
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            x = batch[0].to(device)
+            x = batch.x.to(device)
             s = student(x).float()
             if teacher_logits is None:
                 t = teacher(x).float()

@@ -33,6 +33,12 @@ class StagedModel(nn.Module):
         return self.forward_stages(x)[0]
 
 
+def stage_outputs(net: nn.Module, x: Tensor, preact: bool = False):
+    """``net.forward_stages(x)``, asking for pre-activation features only when wanted (models
+    without them take no ``preact`` argument)."""
+    return net.forward_stages(x, preact=True) if preact else net.forward_stages(x)
+
+
 def check_stages(model: StagedModel, stages: list[str] | tuple[str, ...]) -> None:
     """Raise a clear ``ValueError`` for stage names the model does not have."""
     unknown = [s for s in stages if s not in model.stage_names]

@@ -68,13 +68,29 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+def is_published_format(obj: dict[str, Any]) -> bool:
+    """The benchmark's released teachers: the weights (tensors) under ``model``.
+
+    kdlab exports also have a ``model`` entry, but it holds the Hydra config, not tensors.
+    """
+    weights = obj.get("model")
+    return (
+        isinstance(weights, dict)
+        and bool(weights)
+        and all(isinstance(v, torch.Tensor) for v in weights.values())
+    )
+
+
 def network_state(obj: dict[str, Any], prefix: str = "net.") -> dict[str, torch.Tensor]:
-    """The bare network's state dict from any of the three formats ``read_checkpoint`` accepts.
+    """The bare network's state dict from any of the formats ``read_checkpoint`` accepts.
 
     Lightning checkpoints keep the network under ``state_dict`` with the system's attribute
-    prefix (``net.`` in kdlab systems); kdlab exports keep it bare; a plain state dict is
-    returned as is.
+    prefix (``net.`` in kdlab systems); kdlab exports keep it bare; published benchmark
+    teachers keep it under ``model`` (names as in their code); a plain state dict is returned
+    as is.
     """
+    if is_published_format(obj):
+        return obj["model"]
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
         sd = obj["state_dict"]
         if any(k.startswith(prefix) for k in sd):

@@ -1,34 +1,25 @@
-"""Command line of the report.
+"""Command line of the report: ``python -m kdlab.report PATH [PATH ...] [--out DIR]``.
 
-    python -m kdlab.report PATH [PATH ...] [--out DIR]            tables, statistics, figures
-    python -m kdlab.report temperature --ckpt CKPT --data-root ROOT [--index 0] --out fig.png
-    python -m kdlab.report agreement CKPT CKPT [...] --data-root ROOT [--out agreement.md]
-
-The table report is the default so the common case reads as typed in the docs; the two
-figure/measurement commands are recognised only as the first argument.
+Tables, statistics and figures from the files runs leave behind (results.json, metrics CSVs).
+Commands that run networks (the temperature figure, teacher agreement) are in
+``python -m kdlab.analysis``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
-SUBCOMMANDS = ("temperature", "agreement")
-
-
-def _default_root() -> str:
-    return os.environ.get("KDLAB_DATA", "data")
+MOVED = ("temperature", "agreement")  # now python -m kdlab.analysis temperature|agreement
 
 
 def report_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m kdlab.report",
         description="Summarise finished kdlab runs: tables, paired Δ vs baseline, figures. "
-        f"Other commands: {', '.join(SUBCOMMANDS)} (run `python -m kdlab.report temperature -h`).",
+        "The temperature figure and teacher agreement: python -m kdlab.analysis -h.",
     )
     p.add_argument(
         "paths", nargs="+", metavar="PATH", help="run folders, sweep folders or results.json files"
@@ -38,62 +29,12 @@ def report_parser() -> argparse.ArgumentParser:
     return p
 
 
-def temperature_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kdlab.report temperature",
-        description="Plot a teacher's softened probabilities softmax(z/T) on one test image.",
-    )
-    p.add_argument(
-        "--ckpt", required=True, help="teacher export (teachers/<dataset>/<arch>/seed<k>.ckpt)"
-    )
-    p.add_argument(
-        "--data-root", default=_default_root(), help="CIFAR root (default: $KDLAB_DATA or ./data)"
-    )
-    p.add_argument("--index", type=int, default=0, help="test image index (default 0)")
-    p.add_argument("--temps", type=float, nargs="+", default=[1.0, 5.0, 10.0], help="temperatures")
-    p.add_argument(
-        "--dataset", choices=["cifar10", "cifar100"], help="override the export's dataset"
-    )
-    p.add_argument("--out", default="temperature.png", help="PNG to write")
-    return p
-
-
-def agreement_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kdlab.report agreement",
-        description="Pairwise test agreement and symmetric KL of independently trained teachers.",
-    )
-    p.add_argument("ckpts", nargs="+", metavar="CKPT", help="two or more teacher exports")
-    p.add_argument(
-        "--data-root", default=_default_root(), help="CIFAR root (default: $KDLAB_DATA or ./data)"
-    )
-    p.add_argument("--limit", type=int, help="use only the first N test images")
-    p.add_argument(
-        "--dataset", choices=["cifar10", "cifar100"], help="override the exports' dataset"
-    )
-    p.add_argument("--out", help="also write the markdown table to this file")
-    return p
-
-
 def _run(argv: list[str]) -> int:
-    if argv and argv[0] == "temperature":
-        a = temperature_parser().parse_args(argv[1:])
-        from kdlab.report.temperature import plot_temperature
-
-        path = plot_temperature(a.ckpt, a.data_root, a.out, a.index, a.temps, a.dataset)
-        print(f"wrote {path}")
-        return 0
-    if argv and argv[0] == "agreement":
-        a = agreement_parser().parse_args(argv[1:])
-        from kdlab.report.agreement import agreement_markdown, teacher_agreement
-
-        md = agreement_markdown(teacher_agreement(a.ckpts, a.data_root, a.limit, a.dataset))
-        print(md)
-        if a.out:
-            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.out).write_text(md)
-            print(f"wrote {a.out}")
-        return 0
+    if argv and argv[0] in MOVED:
+        raise ValueError(
+            f"'{argv[0]}' runs networks and moved out of the report: "
+            f"python -m kdlab.analysis {' '.join(argv)}"
+        )
     a = report_parser().parse_args(argv)
     from rich.console import Console
 

@@ -52,7 +52,7 @@ def _delta_cell(grp: Group | None, groups: dict[GroupKey, Group]) -> str:
     cell = fmt.signed(d.mean)
     if not fmt.isnan(d.ci_high):
         cell += f" ± {d.ci_high - d.mean:.2f}"
-    return f"{cell} ({fmt.hparams(grp.alpha, grp.temperature, grp.beta)})"
+    return f"{cell} ({grp.label})"
 
 
 def capacity_gap_rows(
@@ -66,7 +66,7 @@ def capacity_gap_rows(
     rows = []
     for teacher, student in pairs(groups, dataset):
         t_acc = teacher_accuracy(dataset, teacher, groups)
-        base = find_baseline((dataset, None, student, "baseline", None, None, None), groups)
+        base = find_baseline(dataset, student, groups)
         s_acc = base.stat(DELTA_METRIC) if base else None
         gap = t_acc.mean - s_acc.mean if s_acc else None
         row = [

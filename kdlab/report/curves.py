@@ -76,7 +76,7 @@ def seed_band(group: Group, metric: str) -> tuple[np.ndarray, np.ndarray, np.nda
 def _name(g: Group) -> str:
     if g.method in NO_TEACHER_METHODS:
         return f"{fmt.method(g.method)} {fmt.arch(g.student)}"
-    return f"{fmt.method(g.method)} ({fmt.hparams(g.alpha, g.temperature, g.beta)})"
+    return f"{fmt.method(g.method)} ({g.label})"
 
 
 def curves_figure(lines: list[Group], title: str) -> Figure | None:
@@ -113,7 +113,7 @@ def curve_sets(groups: dict[GroupKey, Group]) -> dict[str, tuple[str, list[Group
     used: set[GroupKey] = set()
     for ds in sorted({g.dataset for g in groups.values()}):
         for t, s in pairs(groups, ds):
-            base = find_baseline((ds, None, s, "baseline", None, None, None), groups)
+            base = find_baseline(ds, s, groups)
             lines = ([base] if base else []) + [
                 g for (d, tt, ss, _m), g in best.items() if (d, tt, ss) == (ds, t, s)
             ]

@@ -58,16 +58,6 @@ def method(name: str) -> str:
     return METHOD_NAMES.get(name, name)
 
 
-def hparams(alpha: float | None, temperature: float | None, beta: float | None) -> str:
-    """``α=0.5, T=4`` style summary of the non-null hyper-parameters of a group."""
-    parts = [
-        f"{sym}={v:g}"
-        for sym, v in (("α", alpha), ("T", temperature), ("β", beta))
-        if v is not None
-    ]
-    return ", ".join(parts) if parts else DASH
-
-
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     """A GitHub-flavoured markdown table (pipes inside cells are escaped)."""
 

@@ -20,10 +20,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from kdlab.report import fmt  # noqa: E402
 from kdlab.report.capacity import distilled_methods, pairs  # noqa: E402
 from kdlab.report.stats import (  # noqa: E402
+    NO_TEACHER_METHODS,
     Group,
     GroupKey,
     best_configs,
     delta_vs_baseline,
+    sort_value,
 )
 
 DPI = 100
@@ -46,32 +48,65 @@ def slug(*parts: object) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "-", text)
 
 
+AXIS_NAMES = {"alpha": "α (KD weight)", "temperature": "temperature T", "beta": "β"}
+
+
+def flat_settings(params: dict, prefix: str = "") -> dict[str, object]:
+    """``{"terms.kd.temperature": 4, …}``: every scalar setting of a group by its path."""
+    out: dict[str, object] = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out |= flat_settings(v, f"{prefix}{k}.")
+        elif not isinstance(v, list):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def heatmap_axes(groups: list[Group]) -> tuple[str, str] | None:
+    """The two settings a method's heatmap spans: α × T when every group has both, else the
+    first two scalar settings whose values differ between the groups (None if fewer vary)."""
+    settings = [flat_settings(g.params) for g in groups]
+    if all(s.get("alpha") is not None and s.get("temperature") is not None for s in settings):
+        return "alpha", "temperature"
+    keys = [k for k in settings[0] if all(k in s for s in settings)]
+    varying = [k for k in keys if len({repr(s[k]) for s in settings}) > 1]
+    return (varying[0], varying[1]) if len(varying) >= 2 else None
+
+
 def heatmap_matrix(
-    groups: list[Group], metric: str = "val_acc_best"
-) -> tuple[list[float], list[float], np.ndarray]:
-    """``(alphas, temperatures, mean metric[α, T])``; NaN where a combination was not run."""
-    alphas = sorted({g.alpha for g in groups})
-    temps = sorted({g.temperature for g in groups})
-    mat = np.full((len(alphas), len(temps)), np.nan)
-    for g in groups:
-        mat[alphas.index(g.alpha), temps.index(g.temperature)] = g.stat(metric).mean
-    return alphas, temps, mat
+    groups: list[Group],
+    metric: str = "val_acc_best",
+    axes: tuple[str, str] = ("alpha", "temperature"),
+) -> tuple[list, list, np.ndarray]:
+    """``(row values, column values, mean metric[row, col])``; NaN where a cell was not run."""
+    values = [flat_settings(g.params) for g in groups]
+    rows = sorted({v[axes[0]] for v in values}, key=sort_value)
+    cols = sorted({v[axes[1]] for v in values}, key=sort_value)
+    mat = np.full((len(rows), len(cols)), np.nan)
+    for g, v in zip(groups, values, strict=True):
+        mat[rows.index(v[axes[0]]), cols.index(v[axes[1]])] = g.stat(metric).mean
+    return rows, cols, mat
 
 
-def heatmap_figure(groups: list[Group], title: str) -> Figure:
-    """One annotated cell per (α, T), coloured by mean val accuracy; the best value in bold."""
-    alphas, temps, mat = heatmap_matrix(groups)
+def _tick(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def heatmap_figure(groups: list[Group], title: str, axes: tuple[str, str] | None = None) -> Figure:
+    """One annotated cell per setting pair, coloured by mean val accuracy; the best in bold."""
+    axes = axes or heatmap_axes(groups) or ("alpha", "temperature")
+    rows, cols, mat = heatmap_matrix(groups, axes=axes)
     fig, ax = plt.subplots(figsize=HEATMAP_SIZE, dpi=DPI, layout="constrained")
     im = ax.imshow(np.ma.masked_invalid(mat), cmap="viridis", origin="lower", aspect="auto")
     fig.colorbar(im, ax=ax, label="val acc (%)")
-    ax.set_xticks(range(len(temps)), [f"{t:g}" for t in temps])
-    ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas])
-    ax.set_xlabel("temperature T")
-    ax.set_ylabel("α (KD weight)")
+    ax.set_xticks(range(len(cols)), [_tick(t) for t in cols])
+    ax.set_yticks(range(len(rows)), [_tick(a) for a in rows])
+    ax.set_xlabel(AXIS_NAMES.get(axes[1], axes[1]))
+    ax.set_ylabel(AXIS_NAMES.get(axes[0], axes[0]))
     ax.set_title(title, fontsize=10)
     best = np.unravel_index(np.nanargmax(mat), mat.shape) if np.isfinite(mat).any() else None
-    for i in range(len(alphas)):
-        for j in range(len(temps)):
+    for i in range(len(rows)):
+        for j in range(len(cols)):
             if np.isfinite(mat[i, j]):
                 bold = "bold" if best == (i, j) else "normal"
                 ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", color="w", weight=bold)
@@ -79,12 +114,13 @@ def heatmap_figure(groups: list[Group], title: str) -> Figure:
 
 
 def heatmap_groups(groups: dict[GroupKey, Group]) -> dict[tuple, list[Group]]:
-    """(dataset, teacher, student, method) → its groups that have both α and T."""
-    out: dict[tuple, list[Group]] = {}
+    """(dataset, teacher, student, method) → its groups, for the distilled methods whose groups
+    span two settings (``heatmap_axes``)."""
+    by_method: dict[tuple, list[Group]] = {}
     for key, g in groups.items():
-        if g.alpha is not None and g.temperature is not None and g.teacher is not None:
-            out.setdefault(key[:4], []).append(g)
-    return out
+        if g.teacher is not None and g.method not in NO_TEACHER_METHODS:
+            by_method.setdefault(key[:4], []).append(g)
+    return {k: gs for k, gs in by_method.items() if heatmap_axes(gs) is not None}
 
 
 def plot_heatmaps(groups: dict[GroupKey, Group], out_dir: str | Path) -> list[Path]:

@@ -8,6 +8,7 @@ on validation accuracy only, so the test numbers stay an unbiased estimate (SPEC
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Iterable
@@ -18,7 +19,8 @@ from scipy import stats as sps
 
 from kdlab.report.collect import ReportWarning, Run
 
-GROUP_FIELDS = ("dataset", "teacher", "student", "method", "alpha", "temperature", "beta")
+GROUP_FIELDS = ("dataset", "teacher", "student", "method", "params")
+FLAT_PARAMS = ("alpha", "temperature", "beta")  # results written before method_params existed
 METRICS = (
     "test_acc_best", "test_acc_final", "val_acc_best", "test_agreement", "test_kl",
     "test_nll", "test_ece", "teacher_test_acc",
@@ -30,20 +32,53 @@ GroupKey = tuple
 
 
 def _norm(v):
-    """Make 0.3, 0.30000000000000004 and 3 vs 3.0 the same group-key value."""
+    """Make 0.3, 0.30000000000000004 and 3 vs 3.0 the same group-key value (at any depth)."""
+    if isinstance(v, dict):
+        return {str(k): _norm(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_norm(x) for x in v]
     if isinstance(v, bool) or v is None or isinstance(v, str):
         return v
     return round(float(v), 6)
 
 
+def run_params(run: Run) -> dict:
+    """The run's method settings: ``method_params``, or the flat α/T/β of older results."""
+    params = run.get("method_params")
+    if isinstance(params, dict):
+        return params
+    return {k: run.get(k) for k in FLAT_PARAMS if run.get(k) is not None}
+
+
 def group_key(run: Run) -> GroupKey:
-    """(dataset, teacher, student, method, α, T, β): the dataset is part of every key."""
-    return tuple(_norm(run.get(f)) for f in GROUP_FIELDS)
+    """(dataset, teacher, student, method, settings as canonical JSON): runs differing in any
+    method setting never share a group; the dataset is part of every key."""
+    params = json.dumps(_norm(run_params(run)), sort_keys=True)
+    return (run.get("dataset"), run.get("teacher"), run.get("student"), run.get("method"), params)
 
 
-def sort_key(key: GroupKey) -> tuple:
-    """Total order on group keys (None first: teachers and baselines lead the tables)."""
-    return tuple((v is not None, "" if v is None else v) for v in key)
+def sort_value(v) -> tuple:
+    """Sortable form of any JSON value: None first, then numbers, then strings, then lists."""
+    if v is None:
+        return (0,)
+    if isinstance(v, bool | int | float):
+        return (1, float(v))
+    if isinstance(v, str):
+        return (2, v)
+    if isinstance(v, dict):
+        return (3, tuple((k, sort_value(x)) for k, x in sorted(v.items())))
+    return (3, tuple(sort_value(x) for x in v))
+
+
+def sort_key(key: tuple) -> tuple:
+    """Total order on group keys (and on their prefixes, e.g. (teacher, student) pairs):
+    teachers and baselines lead the tables (no teacher sorts first), then each method's
+    configurations by the values of their settings."""
+    head = tuple(sort_value(v) for v in key[:4])
+    if len(key) < 5:
+        return head
+    params = json.loads(key[4])
+    return (*head, sort_value(list(params.values())), sort_value(params))
 
 
 @dataclass(frozen=True)
@@ -73,9 +108,21 @@ class Group:
     teacher = property(lambda self: self.key[1])
     student = property(lambda self: self.key[2])
     method = property(lambda self: self.key[3])
-    alpha = property(lambda self: self.key[4])
-    temperature = property(lambda self: self.key[5])
-    beta = property(lambda self: self.key[6])
+    params = property(lambda self: json.loads(self.key[4]))
+    alpha = property(lambda self: self.params.get("alpha"))
+    temperature = property(lambda self: self.params.get("temperature"))
+    beta = property(lambda self: self.params.get("beta"))
+
+    @property
+    def label(self) -> str:
+        """The configuration as the training run described it (``α=0.5, T=4``), else built from
+        the flat α/T/β; "—" for runs without method settings."""
+        for run in self.runs.values():
+            if run.get("method_label"):
+                return str(run.get("method_label"))
+        parts = [f"{sym}={v:g}" for sym, v in (("α", self.alpha), ("T", self.temperature),
+                                                ("β", self.beta)) if v is not None]  # fmt: skip
+        return ", ".join(parts) if parts else "—"
 
     @property
     def seeds(self) -> list[int]:
@@ -98,7 +145,7 @@ def group_runs(runs: Iterable[Run]) -> dict[GroupKey, Group]:
         seed = int(run.get("seed"))
         if seed in g.runs:
             warnings.warn(
-                f"seed {seed} appears twice in group {label(key)}: keeping {run.path}, "
+                f"seed {seed} appears twice in group {label(g)}: keeping {run.path}, "
                 f"dropping {g.runs[seed].path}",
                 ReportWarning,
                 stacklevel=2,
@@ -153,25 +200,24 @@ def paired_delta(
     return PairedDelta(n, mean, sd, mean - half, mean + half, t_stat, p, seeds, unpaired)
 
 
-def find_baseline(key: GroupKey, groups: dict[GroupKey, Group]) -> Group | None:
-    """The baseline group of the same dataset and student (teacher null), if any.
+def find_baseline(dataset: str, student: str, groups: dict[GroupKey, Group]) -> Group | None:
+    """The baseline group of ``student`` on ``dataset`` (teacher null), if any.
 
-    Several candidates (e.g. baselines logged with different α) are unusual: the one with
+    Several candidates (e.g. baselines with different label smoothing) are unusual: the one with
     most seeds is used and the choice is warned about.
     """
-    g = dict(zip(GROUP_FIELDS, key, strict=True))
     cands = [
         grp
         for grp in groups.values()
-        if grp.method == "baseline" and grp.dataset == g["dataset"] and grp.student == g["student"]
+        if grp.method == "baseline" and grp.dataset == dataset and grp.student == student
     ]
     if not cands:
         return None
     best = max(cands, key=lambda c: len(c.runs))
     if len(cands) > 1:
         warnings.warn(
-            f"{len(cands)} baseline groups for {g['student']} on {g['dataset']}; "
-            f"comparing with {label(best.key)} ({len(best.runs)} seeds)",
+            f"{len(cands)} baseline groups for {student} on {dataset}; "
+            f"comparing with {label(best)} ({len(best.runs)} seeds)",
             ReportWarning,
             stacklevel=2,
         )
@@ -182,7 +228,7 @@ def delta_vs_baseline(group: Group, groups: dict[GroupKey, Group]) -> PairedDelt
     """Δ of ``DELTA_METRIC`` against the matching baseline; None for teachers/baselines."""
     if group.method in NO_TEACHER_METHODS:
         return None
-    base = find_baseline(group.key, groups)
+    base = find_baseline(group.dataset, group.student, groups)
     if base is None:
         return None
     return paired_delta(group.values(DELTA_METRIC), base.values(DELTA_METRIC))
@@ -216,12 +262,8 @@ def teacher_accuracy(dataset: str, arch: str, groups: dict[GroupKey, Group]) -> 
     return mean_std(v for g in taught for v in g.values("teacher_test_acc").values())
 
 
-def label(key: GroupKey) -> str:
-    """Short human-readable name of a group, e.g. ``cifar10 r50→r18 logit α=0.5 T=4``."""
-    g = dict(zip(GROUP_FIELDS, key, strict=True))
-    pair = f"{g['teacher']}→{g['student']}" if g["teacher"] else g["student"]
-    parts = [g["dataset"], pair, g["method"]]
-    for name, sym in (("alpha", "α"), ("temperature", "T"), ("beta", "β")):
-        if g[name] is not None:
-            parts.append(f"{sym}={g[name]:g}")
-    return " ".join(parts)
+def label(group: Group) -> str:
+    """Short human-readable name of a group, e.g. ``cifar10 r50→r18 logit α=0.5, T=4``."""
+    pair = f"{group.teacher}→{group.student}" if group.teacher else group.student
+    config = group.label
+    return " ".join([group.dataset, pair, group.method] + ([config] if config != "—" else []))

@@ -20,6 +20,7 @@ from kdlab.report import fmt
 from kdlab.report.capacity import capacity_gap_rows
 from kdlab.report.stats import (
     DELTA_METRIC,
+    FLAT_PARAMS,
     GROUP_FIELDS,
     METRICS,
     Group,
@@ -37,6 +38,8 @@ def summary_rows(groups: dict[GroupKey, Group]) -> list[dict]:
     rows = []
     for key, grp in groups.items():
         row: dict = dict(zip(GROUP_FIELDS, key, strict=True))
+        row |= {k: grp.params.get(k) for k in FLAT_PARAMS}  # the columns existing scripts read
+        row["config"] = grp.label
         row["n"] = len(grp.runs)
         row["seeds"] = " ".join(map(str, grp.seeds))
         for m in METRICS:
@@ -61,7 +64,7 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
 
 
 def _config(g: Group) -> str:
-    return fmt.hparams(g.alpha, g.temperature, g.beta)
+    return g.label
 
 
 def groups_table(groups: dict[GroupKey, Group]) -> tuple[list[str], list[list[str]]]:

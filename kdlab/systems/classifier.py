@@ -15,7 +15,10 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
+from kdlab.data.batch import Batch
 from kdlab.metrics.classification import PercentAccuracy, StageMetrics
+from kdlab.models.base import count_parameters
+from kdlab.models.memory_format import resolve_channels_last
 
 
 class Classifier(L.LightningModule):
@@ -29,10 +32,13 @@ class Classifier(L.LightningModule):
         criterion: nn.Module | None = None,
         grad_clip: float | None = None,
         lr_scale: float = 1.0,
+        channels_last: bool | str = "auto",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # Only scalars go to hparams: modules and factories are rebuilt from the Hydra config.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "criterion", "teacher"])
+        resolve_channels_last(channels_last, "cpu")  # a bad value fails here, before training
         if grad_clip is not None and grad_clip <= 0:
             raise ValueError(
                 f"grad_clip must be a positive max norm or null (off), got {grad_clip}"
@@ -49,7 +55,9 @@ class Classifier(L.LightningModule):
         self.scheduler_factory = scheduler
         self.grad_clip = grad_clip
         self.lr_scale = lr_scale
-        self.test_prefix = "test"  # train.py sets "test_final" for the final-weights evaluation
+        self.channels_last, self.compile_net = channels_last, compile
+        self.prepared: dict[str, bool] | None = None
+        self.test_prefix = "test"  # use_test_prefix("test_final") for the final weights
         num_classes = net.num_classes
         self.train_acc = PercentAccuracy(num_classes)
         with_teacher = self.has_teacher
@@ -59,17 +67,50 @@ class Classifier(L.LightningModule):
         self.val_acc_best.persistent(True)  # survives resume (sanity checks never update it)
 
     has_teacher = False
-    # kdlab.distill.fast.apply_fast sets torch.channels_last; contiguous_format is a no-op
+    # prepare() switches to torch.channels_last where chosen; contiguous_format is a no-op
     input_format = torch.contiguous_format
+
+    # -- set-up ----------------------------------------------------------------------------
+    def prepare(self, device_type: str = "cpu") -> dict[str, bool]:
+        """Memory format and compilation of the network for ``device_type`` (once)."""
+        if self.prepared is not None:
+            return self.prepared
+        done = {"channels_last": resolve_channels_last(self.channels_last, device_type),
+                "compile": bool(self.compile_net)}  # fmt: skip
+        if done["channels_last"]:
+            self.net.to(memory_format=torch.channels_last)
+            self.input_format = torch.channels_last
+        if done["compile"]:
+            self.net.compile()
+        self.prepared = done
+        return done
+
+    def setup(self, stage: str) -> None:
+        self.prepare(self.trainer.strategy.root_device.type)
+
+    def use_test_prefix(self, prefix: str) -> None:
+        """Log the next test run as ``<prefix>/…`` (``test_final`` for the final weights)."""
+        self.test_prefix = prefix
+
+    def describe(self) -> dict:
+        """What results.json records about this system beyond its metrics."""
+        return {
+            "teacher": None,
+            "grad_clip": self.grad_clip,
+            "student_params": count_parameters(self.net),
+            "compression_ratio": None,
+            "method_params": {},
+            "method_label": None,
+        }
 
     # -- the pieces subclasses change ------------------------------------------------------
     def compute_losses(
-        self, x: Tensor, y: Tensor, idx: Tensor | None = None
+        self, x: Tensor, y: Tensor, index: Tensor | None = None, view: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Student logits and the loss terms of one training batch (``idx``: sample indices).
+        """Student logits and the loss terms of one training batch.
 
-        Batches of the view cache also carry each image's view id; subclasses that use it
-        (the Distiller) accept it as a fourth argument.
+        ``index`` holds the batch's training-split rows and ``view`` its crop/flip view ids;
+        the Distiller uses them for teacher caches and index-aware losses.
         """
         logits = self.net(x)
         return logits, self.criterion(logits, None, y)
@@ -90,10 +131,9 @@ class Classifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        x, y, *idx = batch  # (x, y, idx[, view_id]) when the datamodule returns indices
-        x = x.contiguous(memory_format=self.input_format)
-        logits, terms = self.compute_losses(x, y, *idx)
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        x, y = batch.x.contiguous(memory_format=self.input_format), batch.y
+        logits, terms = self.compute_losses(x, y, batch.index, batch.view)
         hard = y.argmax(-1) if y.ndim == 2 else y  # MixUp gives soft targets
         self.train_acc(logits.detach(), hard)
         self.log("train/loss", terms["loss"], on_step=True, on_epoch=True, prog_bar=True)
@@ -135,9 +175,8 @@ class Classifier(L.LightningModule):
         }
 
     # -- evaluation ------------------------------------------------------------------------
-    def _eval_step(self, batch, metrics: StageMetrics, prefix: str) -> None:
-        x, y = batch
-        x = x.contiguous(memory_format=self.input_format)
+    def _eval_step(self, batch: Batch, metrics: StageMetrics, prefix: str) -> None:
+        x, y = batch.x.contiguous(memory_format=self.input_format), batch.y
         logits = self.net(x)
         metrics.update(logits, y, self.eval_teacher_logits(x, y))
         for name, metric in metrics.items():

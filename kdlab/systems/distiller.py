@@ -1,28 +1,42 @@
 """The distillation system: a student trained against a frozen teacher with a KD loss.
 
-The system never branches on the method: the loss module says which stage outputs it needs
-(``criterion.stages``) and returns its named terms. The teacher is a ``FrozenTeacher``: eval
-mode for the whole run, outside the optimiser, outside saved hyper-parameters, and outside the
-checkpoint (its weights live in the teacher store; the checkpoint records its hash instead).
+The system never branches on the method: the loss says which stage outputs it needs
+(``stage_pairs``, pre-activation or not), builds its own trainable parts (``bind``), follows the
+epoch (``set_epoch``) and returns its named terms; its settings are read back as data
+(``method_params``). The teacher is a frozen teacher (``kdlab.teachers``): eval mode for the
+whole run, outside the optimiser, outside saved hyper-parameters, and outside the checkpoint
+(its weights live in the teacher store; results record its hash instead). The loss's own
+parameters and buffers (projections, memory banks) are trained, clipped and checkpointed with
+the student.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from kdlab.distill.ensemble import ensemble_logits
-from kdlab.distill.fast import teacher_forward
 from kdlab.metrics.cka import LinearCKA
 from kdlab.metrics.classification import PercentAccuracy
-from kdlab.metrics.fidelity import cka_stage_pairs
+from kdlab.metrics.fidelity import cka_stage_pairs, evaluate_fidelity
+from kdlab.models.base import count_parameters, stage_outputs
 from kdlab.systems.classifier import Classifier
+from kdlab.teachers.ensemble import ensemble_logits
+from kdlab.utils.method_params import label, loss_tree, params
+
+log = logging.getLogger(__name__)
 
 
 class Distiller(Classifier):
-    """Student ``net`` + frozen ``teacher`` + ``criterion`` (a ``KDLoss``)."""
+    """Student ``net`` + frozen ``teacher`` + ``criterion`` (a ``KDLoss``).
+
+    ``logit_cache`` serves training-batch teacher logits from a table of the un-augmented
+    training split (refused under augmentation); ``view_cache`` from a table of every crop/flip
+    view (device pipeline; otherwise the online teacher runs, with a log line saying why).
+    Both tables are built once at fit start from the data module's training split.
+    """
 
     has_teacher = True
 
@@ -39,13 +53,19 @@ class Distiller(Classifier):
         cka: bool = False,
         cka_stages: Sequence[str] | None = None,
         cka_reduce: str = "gap",
+        logit_cache: bool = False,
+        view_cache: bool = False,
+        channels_last: bool | str = "auto",
+        compile: bool = False,
     ) -> None:
         if clip_scope not in ("all", "student"):
             raise ValueError(
                 f"clip_scope must be 'all' (student + projection layers, the correct setting) or "
                 f"'student' (the published bug ablation), got {clip_scope!r}"
             )
-        super().__init__(net, optimizer, scheduler, criterion, grad_clip, lr_scale)
+        super().__init__(
+            net, optimizer, scheduler, criterion, grad_clip, lr_scale, channels_last, compile
+        )
         self.teacher = teacher
         self.clip_scope = clip_scope
         # an ensemble's members are also scored on test, so results show what was averaged
@@ -59,44 +79,102 @@ class Distiller(Classifier):
         self.cka_metrics = nn.ModuleDict(
             {_cka_name(s, t): LinearCKA(cka_reduce) for s, t in self.cka_pairs}
         )
-        self.teacher_cache: nn.Module | None = None  # kdlab.distill.logit_cache (use_teacher_cache)
+        self.cache_modes = {"logit_cache": bool(logit_cache), "view_cache": bool(view_cache)}
+        self.teacher_cache: nn.Module | None = None
 
-    def use_teacher_cache(self, cache: nn.Module) -> None:
-        """Take training-batch teacher logits from ``cache.lookup(idx)`` instead of the teacher."""
-        if self.criterion.stages:
+    # -- set-up ----------------------------------------------------------------------------
+    def prepare(self, device_type: str = "cpu") -> dict[str, bool]:
+        """The student's memory format and compilation, and the teacher's fast inference path."""
+        done = dict(super().prepare(device_type))
+        return done | {f"teacher_{k}": v for k, v in self.teacher.prepare(device_type).items()}
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.teacher_cache is None and any(self.cache_modes.values()):
+            self.build_cache(self.trainer.datamodule, self.trainer.strategy.root_device)
+
+    def build_cache(self, datamodule, device: torch.device) -> None:
+        """Build the requested teacher cache from ``datamodule``'s training split (or log why
+        the view cache cannot serve this run and keep the online teacher)."""
+        from kdlab.teachers import cache
+
+        if self.cache_modes["logit_cache"]:
+            if self.criterion.uses_features:
+                raise ValueError(
+                    "teacher_cache holds logits only; this loss needs teacher features "
+                    f"{list(self.criterion.teacher_stages)}: set teacher_cache=false"
+                )
+            self.use_teacher_cache(cache.build_logit_cache(self.teacher, datamodule, device))
+            return
+        reason = cache.view_cache_fallback(self.criterion, datamodule)
+        if reason is not None:
+            log.warning("view_cache=true: using the online teacher instead, because %s", reason)
+            return
+        self.use_teacher_cache(cache.build_view_cache(self.teacher, datamodule, device))
+
+    def use_teacher_cache(self, table: nn.Module) -> None:
+        """Take training-batch teacher logits from ``table.lookup(index[, view])``."""
+        if self.criterion.uses_features:
             raise ValueError(
                 "teacher_cache holds logits only; this loss needs teacher features "
-                f"{list(self.criterion.stages)}: set teacher_cache=false"
+                f"{list(self.criterion.teacher_stages)}: set teacher_cache=false"
             )
-        self.teacher_cache = cache
+        self.teacher_cache = table
+
+    def describe(self) -> dict:
+        tree = loss_tree(self.criterion)
+        n_teacher = sum(p.numel() for p in self.teacher.members[0].parameters())
+        members = self.teacher.members
+        return super().describe() | {
+            "teacher": self.teacher.label,
+            "teacher_ckpt": [s["path"] for s in self.teacher.sources],
+            "teacher_sha256": [s["sha256"] for s in self.teacher.sources],
+            "teacher_members": len(members),
+            "teacher_params": n_teacher,
+            "compression_ratio": n_teacher / count_parameters(self.net),
+            "grad_clip_scope": self.clip_scope,
+            "method_params": params(tree),
+            "method_label": label(tree),
+        }
+
+    # -- training --------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self.criterion.set_epoch(self.current_epoch)
 
     def compute_losses(
-        self, x: Tensor, y: Tensor, idx: Tensor | None = None, view: Tensor | None = None
+        self, x: Tensor, y: Tensor, index: Tensor | None = None, view: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        # the teacher runs under inference_mode (kdlab.distill.fast.teacher_forward)
-        stages = self.criterion.stages
-        if stages:
-            logits, s_feats = self.net.forward_stages(x)
-            t_logits, t_feats = teacher_forward(self.teacher, x, stages=True)
-            return logits, self.criterion(logits, t_logits, y, s_feats, t_feats)
+        crit = self.criterion
+        if crit.uses_features:
+            logits, s_feats = stage_outputs(self.net, x, crit.preact)
+            t_logits, t_feats = self.teacher.predict(x, stages=True, preact=crit.preact)
+            return logits, crit(logits, t_logits, y, s_feats, t_feats, index=index)
         logits = self.net(x)
         if self.teacher_cache is not None:
-            if idx is None:
-                raise ValueError("teacher_cache is set but training batches carry no indices")
-            # a view cache (kdlab.distill.view_cache) also needs each image's view id
-            t_logits = self.teacher_cache.lookup(idx) if view is None else (
-                self.teacher_cache.lookup(idx, view)
-            )  # fmt: skip
+            t_logits = self.teacher_cache.lookup(index, view)
         else:
-            t_logits = teacher_forward(self.teacher, x)
-        return logits, self.criterion(logits, t_logits, y)
+            t_logits = self.teacher.predict(x)
+        return logits, crit(logits, t_logits, y, index=index)
 
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [
+            p
+            for n, p in self.named_parameters()
+            if p.requires_grad and not n.startswith("teacher.")
+        ]
+
+    def clip_parameters(self) -> list[nn.Parameter]:
+        if self.clip_scope == "student":  # reproduces the bug: projections escape clipping
+            return [p for p in self.net.parameters() if p.requires_grad]
+        return self.trainable_parameters()
+
+    # -- evaluation ------------------------------------------------------------------------
     def test_step(self, batch, batch_idx: int) -> None:
         super().test_step(batch, batch_idx)
         if not self.cka_pairs:
             return
-        _, s_feats = self.net.forward_stages(batch[0])
-        _, t_feats = self.teacher.forward_stages(batch[0])
+        _, s_feats = self.net.forward_stages(batch.x)
+        _, t_feats = self.teacher.forward_stages(batch.x)
         for (s, t), (name, metric) in zip(self.cka_pairs, self.cka_metrics.items(), strict=True):
             metric.update(s_feats[s], t_feats[t])
             self.log(f"{self.test_prefix}/{name}", metric, on_step=False, on_epoch=True)
@@ -113,17 +191,12 @@ class Distiller(Classifier):
             return ensemble_logits(member_logits)
         return self.teacher(x)
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [
-            p
-            for n, p in self.named_parameters()
-            if p.requires_grad and not n.startswith("teacher.")
-        ]
-
-    def clip_parameters(self) -> list[nn.Parameter]:
-        if self.clip_scope == "student":  # reproduces the bug: projections escape clipping
-            return [p for p in self.net.parameters() if p.requires_grad]
-        return self.trainable_parameters()
+    def train_fidelity(self, loader, device, max_batches: int | None = None) -> dict[str, float]:
+        """Agreement and KL with the teacher on the un-augmented training split (the teacher
+        does not run when a cache already holds its logits)."""
+        cached = self.teacher_cache.logits if self.teacher_cache is not None else None
+        fid = evaluate_fidelity(self.net, self.teacher, loader, device, cached, max_batches)
+        return {"train_agreement": fid["agreement"], "train_kl": fid["kl"]}
 
     # -- the teacher stays out of checkpoints ---------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -1,8 +1,9 @@
 """OmegaConf resolvers used by the configs (registered on import of ``kdlab.train``).
 
 ``${kdlab.precision:}`` picks the precision from the hardware (bf16-mixed on GPUs that support
-it, 16-mixed on older GPUs, 32-true on CPU, SPEC §2); ``${kdlab.tag:...}`` turns α, T, β and the
-seed into the short tag used in run names and sweep folder names (``a0.5_T4_s0``).
+it, 16-mixed on older GPUs, 32-true on CPU, SPEC §2); ``${kdlab.tag:${distill},${seed}}`` turns the
+distillation method's settings and the seed into the short tag used in run names and sweep
+folder names (``a0.5_T4_s0``).
 """
 
 from __future__ import annotations
@@ -21,18 +22,11 @@ def auto_precision() -> str:
     return "32-true"
 
 
-def _fmt(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def run_tag(distill=None, seed=None) -> str:
+    """``a0.5_T4_s0``: the distillation method's settings (see ``method_params.tag``) + seed."""
+    from kdlab.utils.method_params import config_tree, tag
 
-
-def run_tag(alpha=None, temperature=None, beta=None, seed=None) -> str:
-    """``a0.5_T4_b0.5_s0`` with the parts that are set (null parts are left out)."""
-    parts = [
-        f"{key}{_fmt(value)}"
-        for key, value in (("a", alpha), ("T", temperature), ("b", beta), ("s", seed))
-        if value is not None
-    ]
-    return "_".join(parts) or "run"
+    return tag(config_tree(distill) if distill is not None else None, seed)
 
 
 def wandb_group(name: str, mode, sweep_dir: str, output_dir: str) -> str:

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdlab.analysis.testset import infer_dataset, load_test, predict
 from kdlab.models.export import load_exported, read_checkpoint
 from kdlab.report import fmt
 from kdlab.report.stats import MeanStd, mean_std
-from kdlab.report.testset import infer_dataset, load_test, predict
 
 
 def kl_rows(p_logits: Tensor, q_logits: Tensor) -> Tensor:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from kdlab.analysis.__main__ import main
+from kdlab.analysis.agreement import agreement_from_logits, agreement_markdown, teacher_agreement
+from kdlab.analysis.temperature import softened, temperature_figure
 from kdlab.data.synthetic import write_fake_cifar
 from kdlab.models.cnn import small_cnn
 from kdlab.models.export import export_weights
-from kdlab.report.__main__ import main
-from kdlab.report.agreement import agreement_from_logits, agreement_markdown, teacher_agreement
-from kdlab.report.temperature import softened, temperature_figure
 
 CFG = {"_target_": "kdlab.models.cnn.small_cnn", "num_classes": 10, "hidden": 16}
 

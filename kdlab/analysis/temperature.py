@@ -19,9 +19,9 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from kdlab.analysis.testset import infer_dataset, load_test, predict  # noqa: E402
 from kdlab.data.layout import LAYOUTS  # noqa: E402
 from kdlab.models.export import load_exported, read_checkpoint  # noqa: E402
-from kdlab.report.testset import infer_dataset, load_test, predict  # noqa: E402
 
 TEMPERATURES = (1.0, 5.0, 10.0)
 DPI = 100

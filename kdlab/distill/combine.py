@@ -1,0 +1,93 @@
+"""Several losses with independent weights: ``L = Σ_k w_k · L_k``.
+
+The published CIFAR-100 benchmark runs combine cross-entropy, logit KD and a feature method,
+each with its own weight (e.g. CE 1 + 0.8·CRD, or CE 0.1 + KD 0.9). Here each term is an
+ordinary ``KDLoss`` built from config and the combination only weighs them, so a method's config
+says how it is combined and its loss module stays about the method alone.
+
+Logged parts: each term's total as ``<name>`` (``train/loss_<name>``), and its other parts as
+``<name>_<part>`` (``train/loss_crd_…``), except the ``ce``/``kd`` parts that every logit loss
+reports: in a combination those are terms of their own. A term whose weight is 0 is not run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor, nn
+
+from kdlab.distill.base import KDLoss, validate_weight
+
+
+class Combined(KDLoss):
+    """Weighted sum of named losses.
+
+    Args:
+        terms: name → loss (e.g. ``{"ce": CrossEntropy(), "crd": CRD(...)}``).
+        weights: name → weight ≥ 0, one per term.
+    """
+
+    short_names = {"weights": "w"}
+
+    def __init__(self, terms: Mapping[str, KDLoss], weights: Mapping[str, float]) -> None:
+        super().__init__()
+        terms, weights = dict(terms), dict(weights)
+        if not terms:
+            raise ValueError("a combined loss needs at least one term")
+        if set(terms) != set(weights):
+            raise ValueError(
+                f"every term needs a weight and every weight a term: terms {sorted(terms)}, "
+                f"weights {sorted(weights)}"
+            )
+        bad = [n for n, t in terms.items() if not isinstance(t, KDLoss)]
+        if bad:
+            raise ValueError(f"terms {bad} are not kdlab losses (KDLoss subclasses)")
+        self.terms = nn.ModuleDict(terms)
+        self.weights = {n: validate_weight(f"weights.{n}", w) for n, w in weights.items()}
+        feature_terms = [t for t in terms.values() if t.uses_features]
+        if len({t.preact for t in feature_terms}) > 1:
+            raise ValueError(
+                "the feature terms of one combination must all use pre-activation features or "
+                "all post-activation ones"
+            )
+        self.preact = bool(feature_terms) and feature_terms[0].preact
+
+    def _active(self) -> dict[str, KDLoss]:
+        return {n: t for n, t in self.terms.items() if self.weights[n] > 0}
+
+    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        for term in self.terms.values():
+            term.bind(student, teacher)
+        pairs = [p for t in self._active().values() for p in t.stage_pairs]
+        self.stage_pairs = tuple(dict.fromkeys(pairs))
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        for term in self.terms.values():
+            term.set_epoch(epoch)
+
+    def forward(
+        self,
+        s_logits: Tensor,
+        t_logits: Tensor | None,
+        targets: Tensor,
+        s_feats: dict[str, Tensor] | None = None,
+        t_feats: dict[str, Tensor] | None = None,
+        index: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        total = None
+        for name, term in self._active().items():
+            parts = term(s_logits, t_logits, targets, s_feats, t_feats, index=index)
+            weighted = parts["loss"] * self.weights[name]
+            total = weighted if total is None else total + weighted
+            out[name] = parts["loss"].detach()
+            for part, value in parts.items():
+                if part not in ("loss", "ce", "kd") and part != name:
+                    out[f"{name}_{part}"] = value.detach()
+        if total is None:  # every weight is 0: nothing to train on, but keep the graph valid
+            total = s_logits.sum() * 0.0
+        return {"loss": total, **out}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{n}×{w:g}" for n, w in self.weights.items())
