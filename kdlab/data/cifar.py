@@ -99,6 +99,13 @@ class CIFARDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return self.layout.num_classes
 
+    @property
+    def train_labels(self) -> torch.Tensor:
+        """The training split's labels (int64 [N]), for losses that keep per-sample state."""
+        if not self.splits:
+            self.setup()
+        return torch.from_numpy(self.splits["train"][1]).long()
+
     def prepare_data(self) -> None:
         """Download with torchvision when (and only when) files are missing."""
         gone = missing_files(self.root, self.layout)

@@ -142,6 +142,8 @@ class KDLoss(nn.Module):
     - ``stage_pairs`` (set in ``__init__`` or ``bind``) lists the ``(student_stage,
       teacher_stage)`` outputs it reads; ``preact = True`` asks for pre-activation features.
       The system then passes ``s_feats``/``t_feats`` keyed by each side's stage names.
+    - ``bind_data(labels)`` is called at set-up with the training split's labels (int64 [N]),
+      before checkpoints are restored: size per-sample state there (memory banks).
     - ``set_epoch(epoch)`` is called at every training epoch start (warm-up schedules).
     - ``forward(s_logits, t_logits, targets, s_feats, t_feats, index=...)`` returns
       ``{"loss": total, **parts}``; the system back-propagates ``"loss"`` and logs every part
@@ -171,6 +173,9 @@ class KDLoss(nn.Module):
 
     def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Build parameters that depend on the models (called once, before the optimiser)."""
+
+    def bind_data(self, labels: Tensor) -> None:
+        """Size state that follows the training split (called at set-up; may run again)."""
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

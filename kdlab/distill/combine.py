@@ -61,6 +61,10 @@ class Combined(KDLoss):
         pairs = [p for t in self._active().values() for p in t.stage_pairs]
         self.stage_pairs = tuple(dict.fromkeys(pairs))
 
+    def bind_data(self, labels: Tensor) -> None:
+        for term in self.terms.values():
+            term.bind_data(labels)
+
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         for term in self.terms.values():

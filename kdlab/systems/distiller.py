@@ -90,6 +90,9 @@ class Distiller(Classifier):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        labels = train_labels(self.trainer)
+        if labels is not None:  # before a checkpoint restores per-sample state (memory banks)
+            self.criterion.bind_data(labels)
         if stage == "fit" and self.teacher_cache is None and any(self.cache_modes.values()):
             self.build_cache(self.trainer.datamodule, self.trainer.strategy.root_device)
 
@@ -208,6 +211,16 @@ class Distiller(Classifier):
         state = checkpoint["state_dict"]
         for k, v in self.teacher.state_dict().items():
             state.setdefault(f"teacher.{k}", v)
+
+
+def train_labels(trainer) -> Tensor | None:
+    """The training split's labels, from the data module (or a plain training dataset)."""
+    dm = getattr(trainer, "datamodule", None)
+    if dm is not None and hasattr(dm, "train_labels"):
+        return dm.train_labels
+    dataset = getattr(getattr(trainer, "train_dataloader", None), "dataset", None)
+    labels = getattr(dataset, "labels", None)
+    return torch.as_tensor(labels) if labels is not None else None
 
 
 def _cka_name(s: str, t: str) -> str:
