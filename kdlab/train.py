@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from kdlab.checks import check_method, check_shared_hparams
 from kdlab.models.init import seeded_build
 from kdlab.results import collect_results, export_teacher
 from kdlab.utils.method_params import flat_hparams
@@ -34,18 +35,6 @@ log = logging.getLogger("kdlab.train")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
-def check_method(cfg: DictConfig) -> None:
-    """The recorded ``method`` must name the KD loss that trains (``distill=`` option)."""
-    if not HydraConfig.initialized():
-        return
-    choice = HydraConfig.get().runtime.choices.get("distill")
-    if choice not in (None, "null") and choice != cfg.method:
-        raise ValueError(
-            f"method={cfg.method} but distill={choice}: results would be recorded under the "
-            f"wrong method. Pass method={choice} (experiments set both)"
-        )
-
-
 def build_system(cfg: DictConfig, net) -> L.LightningModule:
     """The run's LightningModule (``conf/system``) around the student ``net``."""
     return instantiate(cfg.system)(net)
@@ -56,6 +45,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     out = Path(cfg.paths.output_dir)
     check_method(cfg)
+    check_shared_hparams(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     # init_seed fixes the student's initial weights apart from the data-order seed (paired runs)

@@ -24,6 +24,7 @@ from kdlab.distill.base import (
     validate_beta,
     validate_label_smoothing,
 )
+from kdlab.distill.parts import ROLES, select_stages
 from kdlab.models.base import check_stages, stage_shapes
 
 
@@ -75,7 +76,9 @@ class FeatureKD(KDLoss):
         alpha: distillation weight in [0, 1].
         beta: weight ≥ 0 of the cosine term on globally pooled features.
         stages: stage names aligned between student and teacher (both must have them), or
-            ``s:t`` pairs for stages named differently on the two sides.
+            ``s:t`` pairs for stages named differently on the two sides, or ``"body"`` for
+            every intermediate stage of both (``layer1``–``layer4`` on the ResNets); after
+            ``bind`` it holds the stages used.
         label_smoothing: smoothing of the CE term only.
     """
 
@@ -91,8 +94,12 @@ class FeatureKD(KDLoss):
         super().__init__()
         self.alpha = validate_alpha(alpha)
         self.beta = validate_beta(beta)
-        self.stage_pairs = parse_stage_pairs(stages)
-        self.stages = (stages,) if isinstance(stages, str) else tuple(str(s) for s in stages)
+        self._role = stages if isinstance(stages, str) and stages in ROLES else None
+        if self._role is None:
+            self.stage_pairs = parse_stage_pairs(stages)
+            self.stages = (stages,) if isinstance(stages, str) else tuple(str(s) for s in stages)
+        else:
+            self.stages = stages
         self.label_smoothing = validate_label_smoothing(label_smoothing)
         self.projections = nn.ModuleDict()
         self._sizes: dict[str, tuple[int, int]] = {}
@@ -103,6 +110,9 @@ class FeatureKD(KDLoss):
         Both models are probed with the student's input size: the system feeds the same batch
         to both, and a teacher at another resolution resizes inside its own wrapper.
         """
+        if self._role is not None:
+            self.stage_pairs = select_stages(student, teacher, self._role, "feature KD")
+            self.stages = tuple(s if s == t else f"{s}:{t}" for s, t in self.stage_pairs)
         size = int(getattr(student, "input_size", 32))
         s_shapes = _stage_shapes(student, "student", self.student_stages, size)
         t_shapes = _stage_shapes(teacher, "teacher", self.teacher_stages, size)
