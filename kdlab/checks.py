@@ -45,3 +45,64 @@ def check_shared_hparams(cfg: DictConfig) -> None:
             "conf/distill/%s.yaml, overridable as distill.<setting>=…)",
             name, value, cfg.method, name, cfg.method,
         )  # fmt: skip
+
+
+def _integer(name: str, value: object, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}={value!r} is not an integer: {hint}")
+    return value
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """Seeds, epochs and the Trainer options kdlab owns."""
+    hint = "seeds are integers >= 0 (0 is a real seed); pass e.g. seed=0 or -m seed=0,1,2"
+    for name in ("seed", "init_seed"):
+        value = cfg.get(name)
+        if value is None and name == "init_seed":
+            continue
+        if _integer(name, value, hint) < 0:
+            raise ValueError(f"{name}={value} is negative: {hint}")
+    epochs = cfg.trainer.get("max_epochs")
+    hint = "a run trains for at least one epoch; pass e.g. trainer.max_epochs=1 for a smoke run"
+    if _integer("trainer.max_epochs", epochs, hint) < 1:
+        raise ValueError(f"trainer.max_epochs={epochs} is < 1: {hint}")
+    for name in ("gradient_clip_val", "gradient_clip_algorithm"):
+        if cfg.trainer.get(name) is not None:
+            raise ValueError(
+                f"trainer.{name}={cfg.trainer.get(name)} is not used by kdlab, which clips "
+                "gradients itself (student and the loss's own layers together, and logs the norm "
+                "before clipping): pass grad_clip=<max norm> (null = off) instead"
+            )
+    if cfg.get("resume", "auto") not in ("auto", "previous", "never"):
+        raise ValueError(
+            f"resume={cfg.get('resume')!r} is not allowed: auto (continue from "
+            "checkpoints/last.ckpt when present), previous (from the epoch before) or never"
+        )
+    if cfg.get("export_teacher") not in (True, False, "overwrite"):
+        raise ValueError(
+            f"export_teacher={cfg.get('export_teacher')!r} is not allowed: true (export, never "
+            "replacing another run's teacher), false, or overwrite (replace it)"
+        )
+
+
+def check_teacher_export(cfg: DictConfig, arch: str) -> None:
+    """A teacher export never replaces another run's file in the store silently."""
+    if not cfg.get("export_teacher") or cfg.export_teacher == "overwrite":
+        return
+    from kdlab.models.export import read_checkpoint
+    from kdlab.teachers.store import store_path
+
+    path = store_path(cfg.paths.teachers, cfg.data.name, arch, cfg.seed)
+    if not path.is_file():
+        return
+    try:
+        owner = read_checkpoint(path).get("run_dir")
+    except ValueError:
+        owner = None
+    if owner is not None and str(owner) == str(cfg.paths.output_dir):
+        return  # this run's own earlier export (it is being resumed or re-run)
+    raise ValueError(
+        f"the teacher store already holds {path} (exported by {owner or 'another run'}); this "
+        "run would replace it. Pass export_teacher=overwrite to replace it, or another seed= "
+        "or paths.teachers= to keep both"
+    )

@@ -17,15 +17,13 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import random
 import signal
+import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import numpy as np
-import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -88,16 +86,40 @@ def _job_num(job_dir: Path) -> tuple[int, str]:
     return (int(head) if head.isdigit() else 1 << 30, job_dir.name)
 
 
+LAUNCH = ".kdlab_launch"  # time of the sweep's latest launch into its folder
+
+
+def mark_launch(sweep_dir: Path) -> None:
+    """Record when this launch started: job folders it does not touch are from an older one."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / LAUNCH).write_text(f"{time.time()}\n")
+
+
+def superseded(job_dir: Path, sweep_dir: Path) -> bool:
+    """A job folder the latest launch of the sweep did not start (an earlier grid point, e.g.
+    a bad value that the re-launched command replaced). Every launched job rewrites
+    ``.hydra/config.yaml`` at its start, a finished one too."""
+    try:
+        launched = float((sweep_dir / LAUNCH).read_text())
+    except (OSError, ValueError):
+        return False
+    return (job_dir / ".hydra" / "config.yaml").stat().st_mtime < launched - 1.0
+
+
 def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per job folder (a folder with ``.hydra/``): status finished, failed or missing."""
+    """One row per job folder (a folder with ``.hydra/``) and its status."""
     rows = []
     for job in sorted(
         (p for p in Path(sweep_dir).iterdir() if (p / ".hydra").is_dir()), key=_job_num
     ):
         row: dict[str, Any] = {"job": job.name, "dir": str(job), "overrides": _overrides(job)}
         res_path = job / "results.json"
-        if not res_path.is_file():
-            row |= {"status": "missing", "error": "no results.json (killed, or still running)"}
+        if superseded(job, Path(sweep_dir)):
+            row |= {"status": "superseded", "error": "not part of the latest launch"}
+        elif running(job):
+            row |= {"status": "running", "error": None}
+        elif not res_path.is_file():
+            row |= {"status": "missing", "error": "no results.json (killed before it ended)"}
         else:
             try:
                 res = json.loads(res_path.read_text())
@@ -109,10 +131,24 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def running(job_dir: Path) -> bool:
+    """A live run holds the folder (its lock is fresh): not missing, not failed."""
+    from kdlab.runs import LOCK, RunLock
+
+    lock = RunLock(job_dir)
+    return (job_dir / LOCK).is_file() and not lock._stale(lock._holder())
+
+
+STATUSES = (
+    "finished", "failed", "missing", "running", "interrupted", "requeued", "cancelled", "superseded"
+)  # fmt: skip
+INCOMPLETE = ("failed", "missing", "interrupted", "cancelled")  # need a re-run of the sweep
+
+
 def summarize(sweep_dir: str | Path) -> dict[str, Any]:
     """Collect the jobs of ``sweep_dir`` and write ``sweep_summary.json`` beside them."""
     jobs = collect_jobs(sweep_dir)
-    counts = {s: sum(j["status"] == s for j in jobs) for s in ("finished", "failed", "missing")}
+    counts = {s: sum(j["status"] == s for j in jobs) for s in STATUSES}
     summary = {"sweep_dir": str(sweep_dir), "total": len(jobs), **counts, "jobs": jobs}
     Path(sweep_dir, "sweep_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -126,7 +162,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"sweep {summary['sweep_dir']}", show_lines=False)
     for col in ("job", "status", "method", "overrides", "test acc", "error"):
         table.add_column(col, overflow="fold")
-    colour = {"finished": "green", "failed": "red", "missing": "yellow"}
+    colour = {"finished": "green", "failed": "red", "missing": "yellow", "running": "cyan",
+              "requeued": "cyan", "interrupted": "yellow", "cancelled": "yellow",
+              "superseded": "dim"}  # fmt: skip
     # Only the overrides that tell the jobs apart (α, T, seed…), not those every job shares.
     shared = (
         set.intersection(*(set(j["overrides"]) for j in summary["jobs"]))
@@ -148,10 +186,17 @@ def print_summary(summary: dict[str, Any]) -> None:
         )
     console = Console(width=160)
     console.print(table)
+    others = "".join(f", {summary[s]} {s}" for s in STATUSES[3:] if summary.get(s))
     console.print(
         f"{summary['finished']} finished, {summary['failed']} failed, {summary['missing']} "
-        f"missing of {summary['total']} → {Path(summary['sweep_dir']) / 'sweep_summary.json'}"
+        f"missing{others} of {summary['total']} → "
+        f"{Path(summary['sweep_dir']) / 'sweep_summary.json'}"
     )
+    if any(summary.get(s) for s in INCOMPLETE):
+        console.print(
+            f"to complete the sweep (finished jobs are skipped, the rest resumed or retried): "
+            f"python -m kdlab.sweep {summary['sweep_dir']} --resume"
+        )
 
 
 class SweepSummary(Callback):
@@ -172,6 +217,7 @@ class SweepSummary(Callback):
         # A job that dies outright (OOM, node failure) makes submitit's result collection raise
         # and Hydra skip on_multirun_end: summarise what is there when the process exits.
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        mark_launch(self.sweep_dir)
         atexit.register(self._at_exit)
 
     def _at_exit(self) -> None:
@@ -187,7 +233,7 @@ class SweepSummary(Callback):
             return
         summary = summarize(sweep_dir)
         print_summary(summary)
-        bad = summary["failed"] + summary["missing"]
+        bad = sum(summary[s] for s in INCOMPLETE)
         if bad and self.exit_on_failure:
             log.error(
                 "%d of %d sweep jobs did not finish (see %s)", bad, summary["total"], sweep_dir
@@ -213,72 +259,44 @@ def slurm_environment(auto_requeue: bool = True, requeue_signal: str = "SIGUSR1"
     )
 
 
-class RestoreRNGState(L.Callback):
-    """Make a resumed run continue the random streams of the interrupted one (exact resume).
-
-    Lightning checkpoints the model, optimiser, scheduler and loop counters but not the global
-    RNGs, so after a resume the DataLoader's shuffle order, CPU-side augmentation and dropout
-    draw from a freshly seeded stream and the run drifts from an uninterrupted one. This
-    callback stores the torch/NumPy/Python (and CUDA) RNG states in every checkpoint and puts
-    them back just before the resumed fit builds its first training iterator, the point where
-    the uninterrupted run would draw next (nothing draws between the end-of-epoch checkpoint
-    and the next epoch's iterator). Resuming from a mid-epoch checkpoint is not made exact.
-    """
-
-    key = "kdlab_rng_states"
-
-    def __init__(self) -> None:
-        self._pending: dict[str, Any] | None = None
-
-    @staticmethod
-    def collect() -> dict[str, Any]:
-        """RNG states as tensors and plain ints: loadable by ``torch.load(weights_only=True)``."""
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
-        states: dict[str, Any] = {
-            "torch": torch.get_rng_state(),
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-            "python": random.getstate(),
-        }
-        if torch.cuda.is_available():
-            states["cuda"] = torch.cuda.get_rng_state_all()
-        return states
-
-    @staticmethod
-    def restore(states: dict[str, Any]) -> None:
-        torch.set_rng_state(states["torch"])
-        name, keys, pos, has_gauss, gauss = states["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        version, internal, gauss_next = states["python"]
-        random.setstate((version, tuple(internal), gauss_next))
-        if "cuda" in states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(states["cuda"])
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        checkpoint[self.key] = self.collect()
-
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        self._pending = checkpoint.get(self.key)
-
-    # Lightning builds the first training iterator of a resumed fit (which draws the shuffle
-    # seed) right after the sanity check, before any epoch hook: restore at fit start and again
-    # after the sanity check (which draws for its own loader), and stop at the first epoch.
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if self._pending is not None:
-            self.restore(self._pending)
-
-    def on_sanity_check_end(self, trainer, pl_module) -> None:
-        if self._pending is not None:
-            self.restore(self._pending)
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._pending = None
+def resume_command(sweep_dir: str | Path, extra: list[str] = ()) -> tuple[list[str], str]:
+    """The ``python -m kdlab.train -m …`` call that re-runs a sweep into its own folder, and
+    the folder it was started from (relative paths in its overrides are relative to it)."""
+    saved = Path(sweep_dir) / "multirun.yaml"
+    if not saved.is_file():
+        raise ValueError(f"{sweep_dir} has no multirun.yaml: not a sweep folder of kdlab.train -m")
+    hydra_cfg = OmegaConf.load(saved).hydra
+    hydra_overrides = [
+        o
+        for o in hydra_cfg.overrides.hydra
+        if not o.startswith(("hydra.sweep.dir=", "hydra.mode="))
+    ]
+    args = [sys.executable, "-m", "kdlab.train", "-m", *hydra_cfg.overrides.task,
+            *hydra_overrides, f"hydra.sweep.dir={Path(sweep_dir).resolve()}", *extra]  # fmt: skip
+    return args, str(hydra_cfg.runtime.cwd)
 
 
-if __name__ == "__main__":  # python -m kdlab.sweep SWEEP_DIR: summarise a sweep (again) later
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kdlab.sweep DIR [--resume [OVERRIDE ...]]``: summarise a sweep again, or
+    complete it (finished jobs skipped, interrupted ones resumed, failed ones retried)."""
+    import argparse
+    import subprocess
 
-    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
-        sys.exit("usage: python -m kdlab.sweep SWEEP_DIR  (a multiruns/<name>/<timestamp> folder)")
-    result = summarize(sys.argv[1])
+    p = argparse.ArgumentParser(prog="python -m kdlab.sweep", description=main.__doc__)
+    p.add_argument("sweep_dir", help="a multiruns/<name>/<time> folder")
+    p.add_argument("--resume", action="store_true", help="re-run the sweep into its folder")
+    p.add_argument("overrides", nargs="*", help="with --resume: extra overrides (e.g. a fix)")
+    a = p.parse_args(argv)
+    if not Path(a.sweep_dir).is_dir():
+        p.error(f"{a.sweep_dir} is not a folder")
+    if a.resume:
+        args, cwd = resume_command(a.sweep_dir, a.overrides)
+        print("resuming:", " ".join(args[1:]), flush=True)
+        return subprocess.run(args, cwd=cwd).returncode
+    result = summarize(a.sweep_dir)
     print_summary(result)
-    sys.exit(1 if result["failed"] + result["missing"] else 0)
+    return 1 if any(result[s] for s in INCOMPLETE) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,21 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from omegaconf import DictConfig, OmegaConf
 
-from kdlab.checks import check_method, check_shared_hparams
+from kdlab.checks import (
+    check_method,
+    check_run_settings,
+    check_shared_hparams,
+    check_teacher_export,
+)
 from kdlab.models.init import seeded_build
 from kdlab.results import collect_results, export_teacher
+from kdlab.runs import FolderLocked, KeepLock, RunLock, archive, read_results, resume_checkpoint
+from kdlab.utils.checkpoint_io import SafeCheckpointIO
 from kdlab.utils.method_params import flat_hparams
 from kdlab.utils.provenance import write_json
 from kdlab.utils.resolvers import register
@@ -40,58 +51,93 @@ def build_system(cfg: DictConfig, net) -> L.LightningModule:
     return instantiate(cfg.system)(net)
 
 
+def build_trainer(cfg: DictConfig, extra_callbacks: list) -> L.Trainer:
+    """The Trainer with the configured callbacks and loggers, plus atomic checkpoint files."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [c for c in callbacks if c is not None] + extra_callbacks
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    plugins = [instantiate(p) for p in (cfg.trainer.get("plugins") or [])] + [SafeCheckpointIO()]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
+
+
+def ended_as_planned(trainer: L.Trainer) -> bool:
+    """All epochs (or steps) done, or early stopping ended it: not an interruption."""
+    if trainer.current_epoch >= trainer.max_epochs:
+        return True
+    if 0 < trainer.max_steps <= trainer.global_step:
+        return True
+    return any(
+        isinstance(cb, EarlyStopping) and cb.stopping_reason != EarlyStoppingReason.NOT_STOPPED
+        for cb in trainer.callbacks
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """One run: returns the results dict that is also written to ``results.json``."""
+    """One run: returns the results dict that is also written to ``results.json``.
+
+    Only the first process of a DDP run owns the folder (lock, archive, results, export); the
+    other processes train and test with it.
+    """
     started = time.time()
     out = Path(cfg.paths.output_dir)
-    check_method(cfg)
-    check_shared_hparams(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    # init_seed fixes the student's initial weights apart from the data-order seed (paired runs)
-    init_seed = cfg.seed if cfg.get("init_seed") is None else cfg.init_seed
-    system = build_system(cfg, seeded_build(lambda: instantiate(cfg.model), init_seed))
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    method_params = system.describe()["method_params"]  # the settings as used, for dashboards
-    hparams = OmegaConf.to_container(cfg, resolve=True)
-    hparams |= {"method_params": method_params, **flat_hparams(method_params)}
-    for lg in trainer.loggers:
-        lg.log_hyperparams(hparams)
+    chief = rank_zero_only.rank == 0
+    prior = read_results(out)
+    if prior is not None and prior.get("status", "finished") == "finished" and not cfg.rerun:
+        log.info("%s already finished (test_acc_best=%s): skipped; rerun=true trains it again",
+                 out, prior.get("test_acc_best"))  # fmt: skip
+        return prior
+    with RunLock(out) if chief else nullcontext() as lock:
+        for check in (check_run_settings, check_method, check_shared_hparams):
+            check(cfg)
+        if chief and prior is not None:  # nothing is lost: earlier outputs go to previous/
+            archive(
+                out, ("results.json", "error.txt") + (("checkpoints", "csv") if cfg.rerun else ())
+            )
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule = instantiate(cfg.data)
+        # init_seed fixes the student's weights apart from the data-order seed (paired runs)
+        init_seed = cfg.seed if cfg.get("init_seed") is None else cfg.init_seed
+        system = build_system(cfg, seeded_build(lambda: instantiate(cfg.model), init_seed))
+        check_teacher_export(cfg, system.net.arch)
+        resume = resume_checkpoint(out, cfg.resume if chief or cfg.resume != "never" else "auto")
+        trainer = build_trainer(cfg, [KeepLock(lock)] if chief else [])
+        method_params = system.describe()["method_params"]  # the settings as used (dashboards)
+        hparams = OmegaConf.to_container(cfg, resolve=True)
+        hparams |= {"method_params": method_params, **flat_hparams(method_params)}
+        for lg in trainer.loggers:
+            lg.log_hyperparams(hparams)
+        if resume:
+            log.info("resuming from %s", resume)
+        trainer.fit(system, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        finished = ended_as_planned(trainer)
+        ckpt = trainer.checkpoint_callback  # with early stopping, best = lowest val loss
+        val_acc_best = ckpt.best_model_score if ckpt.monitor == "val/acc" else None
+        val_acc_best = system.best_val_acc() if val_acc_best is None else float(val_acc_best)
 
-    last = out / "checkpoints" / "last.ckpt"
-    resume = str(last) if last.is_file() else None
-    if resume:
-        log.info("resuming from %s", resume)
-    trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
-    val_acc_max = trainer.callback_metrics.get("val/acc_best")  # tests reset callback_metrics
-
-    # Final weights first (they are in memory), then the best checkpoint.
-    system.use_test_prefix("test_final")
-    final = trainer.test(system, datamodule=datamodule, verbose=False)[0]
-    system.use_test_prefix("test")
-    best_path = trainer.checkpoint_callback.best_model_path or None
-    best = trainer.test(system, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
-
-    ckpt = trainer.checkpoint_callback  # with early stopping, best = lowest val loss
-    val_acc_best = ckpt.best_model_score if ckpt.monitor == "val/acc" else val_acc_max
-    res = collect_results(cfg, system, trainer, best, final, val_acc_best)
-    if system.has_teacher and (cfg.get("fidelity") or {}).get("train_set", True):
-        limit = cfg.trainer.get("limit_train_batches")  # an int = a smoke run: stay as short
-        smoke = isinstance(limit, int) and not isinstance(limit, bool)
-        res |= system.train_fidelity(
-            datamodule.loader("train"), trainer.strategy.root_device, limit if smoke else None
-        )
-    if cfg.export_teacher:
-        res["teacher_store_path"] = str(export_teacher(cfg, system, res))
-    res["duration_s"] = round(time.time() - started, 1)
-    res["status"] = "finished"
-    write_json(out / "results.json", res)
+        # Final weights first (they are in memory), then the best checkpoint.
+        system.use_test_prefix("test_final")
+        final = trainer.test(system, datamodule=datamodule, verbose=False)[0]
+        system.use_test_prefix("test")
+        best_path = trainer.checkpoint_callback.best_model_path or None
+        best = trainer.test(system, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
+        if not chief:
+            return {}
+        res = collect_results(cfg, system, trainer, best, final, val_acc_best)
+        if system.has_teacher and (cfg.get("fidelity") or {}).get("train_set", True):
+            limit = cfg.trainer.get("limit_train_batches")  # an int = a smoke run: stay as short
+            smoke = isinstance(limit, int) and not isinstance(limit, bool)
+            res |= system.train_fidelity(
+                datamodule.loader("train"), trainer.strategy.root_device, limit if smoke else None
+            )
+        if cfg.export_teacher and finished:
+            res["teacher_store_path"] = str(export_teacher(cfg, system, res))
+        res["duration_s"] = round(time.time() - started, 1)
+        res["status"] = "finished" if finished else "interrupted"
+        write_json(out / "results.json", res)
     log.info(
-        "results: val_acc_best=%.2f test_acc_best=%.2f test_acc_final=%.2f → %s",
-        res["val_acc_best"] or float("nan"), res["test_acc_best"], res["test_acc_final"],
-        out / "results.json",
+        "results (%s): val_acc_best=%.2f test_acc_best=%.2f test_acc_final=%.2f → %s",
+        res["status"], res["val_acc_best"] or float("nan"), res["test_acc_best"],
+        res["test_acc_final"], out / "results.json",
     )  # fmt: skip
     return res
 
@@ -110,6 +156,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         hc = HydraConfig.get()
         if hc.mode != RunMode.MULTIRUN:
             raise
+        if isinstance(err, FolderLocked):  # the folder is a live run's: write nothing into it
+            log.error("job skipped: %s", err)
+            return {"status": "running", "error": str(err)}
         from kdlab.sweep import record_failure
 
         return record_failure(cfg, err, hc.runtime.output_dir)

@@ -38,8 +38,12 @@ def test_ddp_two_cpu_processes_match_one(tmp_path):
         (run / "checkpoints").mkdir(parents=True)
         shutil.copy(trained / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
         # trainer=ddp resets the trainer group: re-apply the CPU setting after it
-        run_train(tmp_path, *args, *extra, "trainer.accelerator=cpu", COUNT, f"hydra.run.dir={run}")
+        proc = run_train(
+            tmp_path, *args, *extra, "trainer.accelerator=cpu", COUNT, f"hydra.run.dir={run}"
+        )
         runs[name] = results(run)
+        # the post-fit work (fidelity pass, results.json) happens once, not once per process
+        assert (proc.stdout + proc.stderr).count("results (finished)") == 1
 
     seen = [json.loads((tmp_path / "ddp" / f"test_rank{r}.json").read_text()) for r in (0, 1)]
     assert [s["world_size"] for s in seen] == [2, 2]

@@ -3,7 +3,7 @@ uninterrupted one (CPU, deterministic, num_workers=0).
 
 The interruption is ``helpers_resume.StopAfterEpochs`` (stands in for a kill after epoch 1).
 The model is the small CNN, whose dropout and the DataLoader's shuffle draw from the global
-RNGs, so equality also proves ``kdlab.sweep.RestoreRNGState`` puts those streams back.
+RNGs, so equality also proves ``kdlab.utils.rng_state.RestoreRNGState`` puts those streams back.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from kdlab.data.augment import SeededMixUp
 from kdlab.data.batch import Batch, collate
-from kdlab.data.layout import DataError, get_layout, load_split, missing_files
+from kdlab.data.layout import LAYOUTS, DataError, get_layout, load_split, missing_files
 from kdlab.data.transforms import build_transform, mean_std
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,15 @@ class CIFARDataModule(L.LightningDataModule):
         gone = missing_files(self.root, self.layout)
         if not gone:
             return
+        other = [lay for lay in LAYOUTS.values() if lay.name != self.name
+                 and not missing_files(self.root, lay)]  # fmt: skip
+        if other:
+            raise DataError(
+                f"data.root={self.root} holds {other[0].name} ('{other[0].base_folder}/'), but "
+                f"this run uses data={self.name}, which needs '{self.layout.base_folder}/'. Use "
+                f"data={other[0].name}, or point data.root at a folder holding "
+                f"'{self.layout.base_folder}/'"
+            )
         if not self.download:
             raise DataError(
                 f"{self.name} not found under data.root={self.root} (missing {gone[0].name} in "
@@ -119,8 +128,18 @@ class CIFARDataModule(L.LightningDataModule):
             )
         log.info("downloading %s to %s", self.name, self.root)
         Path(self.root).mkdir(parents=True, exist_ok=True)
-        _TORCHVISION[self.name](self.root, train=True, download=True)
-        _TORCHVISION[self.name](self.root, train=False, download=True)
+        try:
+            _TORCHVISION[self.name](self.root, train=True, download=True)
+            _TORCHVISION[self.name](self.root, train=False, download=True)
+        except (OSError, RuntimeError) as err:  # URLError is an OSError: no internet, no proxy
+            reason = getattr(err, "reason", None) or err
+            raise DataError(
+                f"could not download {self.name} ({type(err).__name__}: {reason}). Without "
+                f"internet, copy torchvision's files into {Path(self.root) / self.layout.base_folder}"
+                f"/ (from a machine that has them), or set data.root=PATH to a folder that already "
+                f"holds '{self.layout.base_folder}/' (e.g. data.root=../shared/data for the "
+                "CIFAR-10 subset beside this repository)"
+            ) from err
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -178,8 +197,12 @@ class CIFARDataModule(L.LightningDataModule):
         return DataLoader(
             ArrayDataset(images, labels, transform), batch_size=bs, shuffle=train,
             num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0, drop_last=False, collate_fn=collate,
+            persistent_workers=False, drop_last=False, collate_fn=collate,
         )  # fmt: skip
+
+    # Workers are not persistent: each epoch's workers are seeded afresh from the main process's
+    # RNG (which checkpoints restore), so a resumed run draws the same augmentations as an
+    # uninterrupted one; persistent workers would carry their RNG across epochs instead.
 
     def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int):
         return batch.to(device, non_blocking=device.type == "cuda")

@@ -18,8 +18,8 @@ from torchmetrics.regression import KLDivergence
 class PercentAccuracy(MulticlassAccuracy):
     """Micro top-1 accuracy in percent, so logged values and results.json agree."""
 
-    def __init__(self, num_classes: int) -> None:
-        super().__init__(num_classes=num_classes, average="micro")
+    def __init__(self, num_classes: int, **kwargs) -> None:
+        super().__init__(num_classes=num_classes, average="micro", **kwargs)
 
     def compute(self) -> Tensor:
         return super().compute() * 100.0

@@ -39,8 +39,9 @@ def evaluate_fidelity(
     if teacher_logits is None:
         teacher.eval().to(device)
     num_classes = student.num_classes
-    agreement = PercentAccuracy(num_classes).to(device)
-    kl = KLDivergence(log_prob=True, reduction="mean").to(device)
+    # one process computes this over the whole split: no sync with other DDP processes
+    agreement = PercentAccuracy(num_classes, sync_on_compute=False).to(device)
+    kl = KLDivergence(log_prob=True, reduction="mean", sync_on_compute=False).to(device)
     seen = 0
     try:
         for i, batch in enumerate(loader):

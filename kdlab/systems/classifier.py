@@ -8,6 +8,7 @@ logging and clipping, torchmetrics for val/test, and the val/acc_best tracker.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import lightning as L
@@ -192,6 +193,11 @@ class Classifier(L.LightningModule):
             return
         self.val_acc_best(self.val_metrics["acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=False)
+
+    def best_val_acc(self) -> float | None:
+        """The highest val accuracy so far (saved in and restored from every checkpoint)."""
+        value = float(self.val_acc_best.max_value)  # the state itself: a restored run has not
+        return value if math.isfinite(value) else None  # updated it yet (no compute warning)
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, self.test_metrics, self.test_prefix)

@@ -49,9 +49,17 @@ def job_type(method: str) -> str:
     return method if method in ("teacher", "baseline") else "distill"
 
 
+def is_terminal() -> bool:
+    """``${kdlab.tty:}``: standard output is a terminal (progress bars), not a log file."""
+    from kdlab.utils.progress import is_terminal as tty
+
+    return tty()
+
+
 def register() -> None:
     OmegaConf.register_new_resolver("kdlab.precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("kdlab.tag", run_tag, replace=True)
     OmegaConf.register_new_resolver("kdlab.wandb_group", wandb_group, replace=True)
     OmegaConf.register_new_resolver("kdlab.wandb_id", wandb_id, replace=True)
     OmegaConf.register_new_resolver("kdlab.job_type", job_type, replace=True)
+    OmegaConf.register_new_resolver("kdlab.tty", is_terminal, replace=True)
