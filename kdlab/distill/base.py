@@ -106,6 +106,45 @@ def validate_weight(name: str, value: object) -> float:
     return w
 
 
+def check_positive(name: str, value: object, hint: str) -> float:
+    """A finite number > 0."""
+    v = _check_number(name, value, hint)
+    if not (v > 0.0 and math.isfinite(v)):
+        raise ValueError(f"{name}={value!r} is not allowed: {hint}")
+    return v
+
+
+def check_int(name: str, value: object, minimum: int, hint: str) -> int:
+    """An integer ≥ ``minimum`` (bools and non-integral numbers are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} is not allowed: {hint}")
+    return int(value)
+
+
+def validate_loss_weight(name: str, value: object, example: str) -> float:
+    """A weight inside a method's loss: a finite number ≥ 0 (0 switches that part off)."""
+    hint = f"{name} must be a finite number >= 0 (0 = that part off); pass e.g. {name}={example}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name}={value!r} is not a number: {hint}")
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0.0):
+        raise ValueError(f"{name}={value!r} is not allowed: {hint}")
+    return v
+
+
+def validate_warmup(warmup: object) -> int:
+    """Warm-up length in epochs: an integer ≥ 0 (0 = full weight from the first epoch)."""
+    hint = (
+        "warmup is the number of epochs over which the loss weight rises linearly to 1; it must "
+        "be an integer >= 0 (0 = no warm-up); pass e.g. warmup=20"
+    )
+    if isinstance(warmup, bool) or not isinstance(warmup, int | float):
+        raise ValueError(f"warmup={warmup!r} is not a number: {hint}")
+    if not (math.isfinite(warmup) and float(warmup).is_integer() and warmup >= 0):
+        raise ValueError(f"warmup={warmup!r} is not allowed: {hint}")
+    return int(warmup)
+
+
 def parse_stage_pairs(stages: Sequence[str] | str) -> tuple[tuple[str, str], ...]:
     """``["layer1", "layer4:blocks_11"]`` → ``(("layer1", "layer1"), ("layer4", "blocks_11"))``.
 
@@ -140,7 +179,8 @@ class KDLoss(nn.Module):
       buffers. They are optimised, clipped and checkpointed with the student, never exported as
       the student. Unknown stages must raise a ``ValueError`` naming the available ones.
     - ``stage_pairs`` (set in ``__init__`` or ``bind``) lists the ``(student_stage,
-      teacher_stage)`` outputs it reads; ``preact = True`` asks for pre-activation features.
+      teacher_stage)`` outputs it reads; ``student_preact``/``teacher_preact`` ask for
+      pre-activation features of that side (models with ``has_preact``).
       The system then passes ``s_feats``/``t_feats`` keyed by each side's stage names.
     - ``bind_data(labels)`` is called at set-up with the training split's labels (int64 [N]),
       before checkpoints are restored: size per-sample state there (memory banks).
@@ -156,7 +196,8 @@ class KDLoss(nn.Module):
 
     short_names: ClassVar[dict[str, str]] = {}
     stage_pairs: tuple[tuple[str, str], ...] = ()
-    preact: bool = False
+    student_preact: bool = False
+    teacher_preact: bool = False
     epoch: int = 0
 
     @property

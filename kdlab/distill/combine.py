@@ -44,13 +44,16 @@ class Combined(KDLoss):
             raise ValueError(f"terms {bad} are not kdlab losses (KDLoss subclasses)")
         self.terms = nn.ModuleDict(terms)
         self.weights = {n: validate_weight(f"weights.{n}", w) for n, w in weights.items()}
-        feature_terms = [t for t in terms.values() if t.uses_features]
-        if len({t.preact for t in feature_terms}) > 1:
-            raise ValueError(
-                "the feature terms of one combination must all use pre-activation features or "
-                "all post-activation ones"
-            )
-        self.preact = bool(feature_terms) and feature_terms[0].preact
+        features = [t for t in terms.values() if t.uses_features or t.student_preact
+                    or t.teacher_preact]  # fmt: skip
+        for side in ("student_preact", "teacher_preact"):
+            kinds = {getattr(t, side) for t in features}
+            if len(kinds) > 1:
+                raise ValueError(
+                    f"the feature terms of one combination disagree on {side}: all of them must "
+                    "read pre-activation features of that side, or none"
+                )
+            setattr(self, side, kinds.pop() if kinds else False)
 
     def _active(self) -> dict[str, KDLoss]:
         return {n: t for n, t in self.terms.items() if self.weights[n] > 0}

@@ -24,24 +24,8 @@ from kdlab.distill.base import (
     validate_beta,
     validate_label_smoothing,
 )
-from kdlab.distill.parts import ROLES, select_stages
+from kdlab.distill.parts import ROLES, pool_to, select_stages
 from kdlab.models.base import check_stages, stage_shapes
-
-
-def pool_to(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Average-pool ``x`` [B,C,H,W] down to ``size``; no-op when equal.
-
-    Integer ratios use ``avg_pool2d`` (identical to adaptive pooling there, and its CUDA
-    backward is deterministic, unlike ``adaptive_avg_pool2d``'s); other ratios fall back to
-    adaptive pooling.
-    """
-    h, w = x.shape[-2:]
-    if (h, w) == tuple(size):
-        return x
-    if h % size[0] == 0 and w % size[1] == 0:
-        k = (h // size[0], w // size[1])
-        return F.avg_pool2d(x, kernel_size=k, stride=k)
-    return F.adaptive_avg_pool2d(x, size)
 
 
 def _stage_shapes(model: nn.Module, role: str, stages: tuple[str, ...], size: int) -> dict:

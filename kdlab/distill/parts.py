@@ -1,4 +1,5 @@
-"""Pieces several losses share: choosing stages by role, and embedding heads.
+"""Pieces several losses share: choosing stages by role, reading paired features, embedding
+heads, warm-up factors.
 
 Published methods name features by position in their models' feature lists (``feat[1:-1]``,
 ``feat[-2]``, ``feat[-1]``); kdlab models name their stages instead. ``select_stages`` turns the
@@ -13,15 +14,20 @@ roles those positions play into stage names on any pair of kdlab models:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlab.distill.base import parse_stage_pairs
-from kdlab.models.base import check_stages
+from kdlab.models.base import check_stages, stage_shapes
 
 ROLES = ("body", "last", "pool")
+Pairs = tuple[tuple[str, str], ...]
+STAGES_HINT = (
+    "stages is a role ('body' = every intermediate feature map, 'last' = the last map, "
+    "'pool' = the pooled vector), one stage name, or a list of names / 's:t' pairs"
+)
 
 
 def body_stages(model: nn.Module) -> tuple[str, ...]:
@@ -89,3 +95,132 @@ class Embed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.normalize(self.linear(x.flatten(1)), dim=1)
+
+
+def pool_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Average-pool ``x`` [B,C,H,W] down to ``size``; no-op when equal.
+
+    Integer ratios use ``avg_pool2d`` (identical to adaptive pooling there, and its CUDA
+    backward is deterministic, unlike ``adaptive_avg_pool2d``'s); other ratios fall back to
+    adaptive pooling.
+    """
+    h, w = x.shape[-2:]
+    if (h, w) == tuple(size):
+        return x
+    if h % size[0] == 0 and w % size[1] == 0:
+        k = (h // size[0], w // size[1])
+        return F.avg_pool2d(x, kernel_size=k, stride=k)
+    return F.adaptive_avg_pool2d(x, size)
+
+
+def stages_argument(stages: object, method: str) -> tuple[str | list[str], Pairs]:
+    """Check a ``stages`` argument; return it as stored (role/name or list) and its pairs.
+
+    A role (``ROLES``) has no pairs until ``bind`` sees the two models.
+    """
+    if isinstance(stages, str):
+        if stages in ROLES:
+            return stages, ()
+        names: list[str] | str = stages
+    elif isinstance(stages, Sequence) and all(isinstance(s, str) for s in stages):
+        names = [str(s) for s in stages]
+    else:
+        raise ValueError(f"{method}: stages={stages!r} is not allowed: {STAGES_HINT}")
+    try:
+        pairs = parse_stage_pairs(names)
+    except ValueError as err:
+        raise ValueError(f"{method}: {err}; {STAGES_HINT}") from None
+    return names, pairs
+
+
+def resolve_stages(
+    stages: str | list[str], student: nn.Module, teacher: nn.Module | None, method: str
+) -> Pairs:
+    """``select_stages`` with the role hint added when explicit names do not fit the models."""
+    try:
+        return select_stages(student, teacher, stages, method)
+    except ValueError as err:
+        if isinstance(stages, str) and stages in ROLES:
+            raise
+        raise ValueError(f"{err}; {STAGES_HINT}") from None
+
+
+def probe_shapes(
+    student: nn.Module, teacher: nn.Module, pairs: Pairs
+) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Per pair, the ``(student, teacher)`` output shapes without the batch dimension.
+
+    Both models are probed at the student's input size: the system feeds the same batch to both.
+    """
+    size = int(getattr(student, "input_size", 32))
+    s_shapes = stage_shapes(student, input_size=size)
+    t_shapes = stage_shapes(teacher, input_size=size)
+    return [(tuple(s_shapes[s]), tuple(t_shapes[t])) for s, t in pairs]
+
+
+def require_maps(shapes: list, pairs: Pairs, method: str) -> None:
+    """Raise unless every paired stage output is a (C, H, W) feature map."""
+    bad = {f"{s}:{t}": (ss, ts) for (s, t), (ss, ts) in zip(pairs, shapes, strict=True)
+           if len(ss) != 3 or len(ts) != 3}  # fmt: skip
+    if bad:
+        raise ValueError(
+            f"{method} needs (C, H, W) feature maps, but the stage pair(s) {bad} are not maps; "
+            "choose map stages (e.g. stages=body or stages=last) instead of the pooled vector"
+        )
+
+
+def pair_name(s: str, t: str) -> str:
+    """How a pair is named in logs and in the keys of per-pair modules."""
+    return s if s == t else f"{s}:{t}"
+
+
+def paired_features(
+    s_feats: Mapping[str, Tensor] | None,
+    t_feats: Mapping[str, Tensor] | None,
+    pairs: Pairs,
+    method: str,
+) -> list[tuple[Tensor, Tensor]]:
+    """Per pair, the student feature and the *detached* teacher feature, both in float32."""
+    if not pairs:
+        raise RuntimeError(f"{method}: call bind(student, teacher) before computing the loss")
+    if s_feats is None or t_feats is None:
+        raise ValueError(f"{method} needs student and teacher stage outputs for {list(pairs)}")
+    missing = [s for s, _ in pairs if s not in s_feats] + [t for _, t in pairs if t not in t_feats]
+    if missing:
+        raise ValueError(
+            f"{method}: stage outputs {missing} are missing (got student {list(s_feats)}, "
+            f"teacher {list(t_feats)}); bind the loss to the models that produce them"
+        )
+    return [(s_feats[s].float(), t_feats[t].detach().float()) for s, t in pairs]
+
+
+def match_size(fs: Tensor, ft: Tensor, method: str) -> tuple[Tensor, Tensor]:
+    """Average-pool the larger of two [B, C, H, W] maps to the other's spatial size."""
+    if fs.dim() != 4 or ft.dim() != 4:
+        raise ValueError(
+            f"{method} needs [B, C, H, W] feature maps, got {tuple(fs.shape)} and {tuple(ft.shape)}"
+        )
+    size = (min(fs.shape[2], ft.shape[2]), min(fs.shape[3], ft.shape[3]))
+    return pool_to(fs, size), pool_to(ft, size)
+
+
+def stage_parts(terms: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per-pair values as logged parts (only when there is more than one pair)."""
+    if len(terms) < 2:
+        return {}
+    return {k.replace(":", "_"): v.detach() for k, v in terms.items()}
+
+
+def warmup_factor(epoch: int, warmup: int) -> float:
+    """``min((epoch + 1)/warmup, 1)`` for kdlab's 0-based ``epoch`` (1 when ``warmup`` is 0).
+
+    This is the published ``min(epoch/warmup, 1)`` of code that counts epochs from 1.
+    """
+    if warmup <= 0:
+        return 1.0
+    return min((int(epoch) + 1) / warmup, 1.0)
+
+
+def hard_classes(targets: Tensor) -> Tensor:
+    """Class indices [B] from class indices or soft targets [B, C] (MixUp: the argmax)."""
+    return targets.argmax(dim=-1) if targets.ndim == 2 else targets.long()

@@ -1,7 +1,7 @@
 """The distillation system: a student trained against a frozen teacher with a KD loss.
 
 The system never branches on the method: the loss says which stage outputs it needs
-(``stage_pairs``, pre-activation or not), builds its own trainable parts (``bind``), follows the
+(``stage_pairs``, pre-activation or not per side), builds its own trainable parts (``bind``), follows the
 epoch (``set_epoch``) and returns its named terms; its settings are read back as data
 (``method_params``). The teacher is a frozen teacher (``kdlab.teachers``): eval mode for the
 whole run, outside the optimiser, outside saved hyper-parameters, and outside the checkpoint
@@ -149,8 +149,8 @@ class Distiller(Classifier):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         crit = self.criterion
         if crit.uses_features:
-            logits, s_feats = stage_outputs(self.net, x, crit.preact)
-            t_logits, t_feats = self.teacher.predict(x, stages=True, preact=crit.preact)
+            logits, s_feats = stage_outputs(self.net, x, crit.student_preact)
+            t_logits, t_feats = self.teacher.predict(x, stages=True, preact=crit.teacher_preact)
             return logits, crit(logits, t_logits, y, s_feats, t_feats, index=index)
         logits = self.net(x)
         if self.teacher_cache is not None:

@@ -94,23 +94,24 @@ def loss_tree(loss: Any) -> Tree:
     return type(loss), args
 
 
+def _is_tree(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], type)
+
+
+def _is_trees(value: Any) -> bool:
+    """A mapping of named sub-losses (a combination's ``terms``)."""
+    return isinstance(value, dict) and bool(value) and all(_is_tree(v) for v in value.values())
+
+
 def params(tree: Tree | None) -> dict[str, Any]:
     """The plain nested settings of a tree (what results.json stores as ``method_params``)."""
     if tree is None:
         return {}
-    _, args = tree
     out: dict[str, Any] = {}
-    for name, value in args.items():
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], type):
+    for name, value in tree[1].items():
+        if _is_tree(value):
             out[name] = params(value)
-        elif (
-            isinstance(value, dict)
-            and value
-            and all(
-                isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], type)
-                for v in value.values()
-            )
-        ):
+        elif _is_trees(value):
             out[name] = {k: params(v) for k, v in value.items()}
         else:
             out[name] = value
@@ -137,20 +138,15 @@ def _shown(tree: Tree) -> list[tuple[str, str, Any]]:
     defaults = _arguments(cls)
     short = getattr(cls, "short_names", {})
     out: list[tuple[str, str, Any]] = []
+    weights = args.get("weights") if isinstance(args.get("weights"), dict) else {}
     for name, value in args.items():
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], type):
+        if _is_tree(value):
             out += _shown(value)
             continue
-        if (
-            isinstance(value, dict)
-            and value
-            and all(
-                isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], type)
-                for v in value.values()
-            )
-        ):
-            for sub in value.values():
-                out += _shown(sub)
+        if _is_trees(value):
+            for key, sub in value.items():
+                if weights.get(key, 1) != 0:  # a term switched off says nothing about the run
+                    out += _shown(sub)
             continue
         default = _plain(defaults.get(name, inspect.Parameter.empty))
         if name not in short and value == default:

@@ -1,0 +1,90 @@
+"""Attention transfer (AT; Zagoruyko & Komodakis, ICLR 2017), as run in the CIFAR-100 benchmark.
+
+The *attention map* of a feature map ``A`` [C, H, W] is the channel mean of ``|A|^p``, flattened
+to a vector over the H·W positions and L2-normalised: ``Q(A) = v / ‖v‖₂`` with
+``v = (1/C)·Σ_c |A_c|^p``. Per stage pair the loss is the mean squared difference of the two
+normalised maps over the batch and the positions, and the stage losses are summed::
+
+    L_AT = Σ_stages mean_{b, hw} (Q(A_s)[b, hw] − Q(A_t)[b, hw])²
+
+This is the form of the authors' code and of the benchmark (RepDistiller
+``distiller_zoo/AT.py``, mdistiller ``distillers/AT.py``); the paper writes an un-squared
+p-norm of the difference summed over pairs, which the benchmark does not use. Where the two maps
+differ in size the larger is average-pooled to the smaller. The benchmark pairs every
+intermediate feature map (published ``feat[1:-1]``, kdlab's ``stages="body"``) with ``p = 2``
+and weighs the term 1000 next to CE (``conf/distill/at.yaml``). AT has no trainable parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdlab.distill.base import KDLoss, check_positive
+from kdlab.distill.parts import (
+    match_size,
+    pair_name,
+    paired_features,
+    probe_shapes,
+    require_maps,
+    resolve_stages,
+    stage_parts,
+    stages_argument,
+)
+
+
+# -- attention transfer ----------------------------------------------------------------------
+def attention_map(f: Tensor, p: float) -> Tensor:
+    """``Q(A)``: the L2-normalised channel mean of ``|A|^p`` per sample, [B, H·W]."""
+    return F.normalize(f.abs().pow(p).mean(dim=1).flatten(1), dim=1)
+
+
+class AttentionTransfer(KDLoss):
+    """Match the student's spatial attention maps to the teacher's (AT).
+
+    Args:
+        p: exponent of ``|A|^p`` in the attention map, a finite number > 0 (published: 2).
+        stages: the paired stages: ``"body"`` (published: every intermediate feature map),
+            ``"last"``, a stage name, or a list of names / ``s:t`` pairs. Channel counts may
+            differ; spatial sizes are matched by average pooling.
+
+    Returns ``{"loss": Σ_stages L_stage}`` plus one part per stage pair when there are several.
+    """
+
+    short_names = {"p": "p"}
+
+    def __init__(self, p: float = 2.0, stages: str | Sequence[str] = "body") -> None:
+        super().__init__()
+        self.p = check_positive(
+            "p", p, "AT's attention exponent must be a finite number > 0; pass e.g. p=2"
+        )
+        self.stages, self.stage_pairs = stages_argument(stages, "AT")
+
+    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        self.stage_pairs = resolve_stages(self.stages, student, teacher, "AT")
+        require_maps(probe_shapes(student, teacher, self.stage_pairs), self.stage_pairs, "AT")
+
+    def forward(
+        self,
+        s_logits: Tensor,
+        t_logits: Tensor | None,
+        targets: Tensor,
+        s_feats: dict[str, Tensor] | None = None,
+        t_feats: dict[str, Tensor] | None = None,
+        index: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        feats = paired_features(s_feats, t_feats, self.stage_pairs, "AT")
+        terms: dict[str, Tensor] = {}
+        with torch.autocast(s_logits.device.type, enabled=False):
+            for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True):
+                fs, ft = match_size(fs, ft, "AT")
+                diff = attention_map(fs, self.p) - attention_map(ft, self.p)
+                terms[pair_name(s, t)] = diff.pow(2).mean()
+            loss = torch.stack(list(terms.values())).sum()
+        return {"loss": loss, **stage_parts(terms)}
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, stages={self.stages!r}"

@@ -1,0 +1,136 @@
+"""Variational information distillation (VID; Ahn et al., CVPR 2019), as in the CIFAR-100 benchmark.
+
+VID maximises a variational lower bound on the mutual information between teacher and student
+features by fitting a Gaussian ``q(t | s) = N(t; μ(s), σ²)`` to the teacher's map: the mean
+``μ`` is a small trainable network on the student's map (1×1 conv → ReLU → 1×1 conv → ReLU →
+1×1 conv, no biases, hidden width = the teacher's channels), and the variance is one trainable
+value per teacher channel, ``σ²_c = softplus(α_c) + ε``. The loss is the Gaussian negative
+log-likelihood (without the constant ½·log 2π), averaged over batch, channels and positions,
+and summed over stage pairs::
+
+    L_VID = Σ_stages mean_{b, c, h, w} ½·[(t − μ(s))² / σ²_c + log σ²_c]
+
+The larger of the two maps is average-pooled to the other's size first. ``α_c`` starts at
+``softplus⁻¹(init_pred_var − ε)`` so that every ``σ²_c`` starts at ``init_pred_var``. All of
+this follows the authors' code as the benchmark runs it (RepDistiller ``distiller_zoo/VID.py``
+with ``VIDLoss(s_C, t_C, t_C)`` on every intermediate map ``feat[1:-1]``, ``init_pred_var = 5``,
+``eps = 1e-5``, weight ``-b 1``; mdistiller ``distillers/VID.py``): kdlab's ``stages="body"``.
+The regressors and variances are parameters of this loss, built in ``bind``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdlab.distill.base import KDLoss, check_positive
+from kdlab.distill.parts import (
+    match_size,
+    pair_name,
+    paired_features,
+    probe_shapes,
+    require_maps,
+    resolve_stages,
+    stage_parts,
+    stages_argument,
+)
+
+
+def inverse_softplus(y: float) -> float:
+    """``x`` with ``softplus(x) = log(1 + eˣ) = y`` for ``y > 0``, computed stably."""
+    return y + math.log(-math.expm1(-y))
+
+
+def mean_regressor(c_in: int, c_out: int) -> nn.Sequential:
+    """The VID mean network: three 1×1 convs without bias, ReLU between them."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=1, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(c_out, c_out, kernel_size=1, bias=False),
+        nn.ReLU(),
+        nn.Conv2d(c_out, c_out, kernel_size=1, bias=False),
+    )
+
+
+class VID(KDLoss):
+    """Gaussian negative log-likelihood of the teacher's maps given the student's (VID).
+
+    Args:
+        init_pred_var: initial predicted variance σ² of every teacher channel, > eps
+            (published: 5.0).
+        eps: floor ε > 0 added to the softplus variance (published: 1e-5).
+        stages: the paired stages: ``"body"`` (published: every intermediate feature map),
+            ``"last"``, a stage name, or a list of names / ``s:t`` pairs.
+
+    Returns ``{"loss": L_VID}`` (plus one part per stage pair when there are several).
+    """
+
+    short_names = {"init_pred_var": "v"}
+
+    def __init__(
+        self,
+        init_pred_var: float = 5.0,
+        eps: float = 1e-5,
+        stages: str | Sequence[str] = "body",
+    ) -> None:
+        super().__init__()
+        self.eps = check_positive(
+            "eps", eps, "VID's variance floor must be a finite number > 0; pass e.g. eps=1e-5"
+        )
+        self.init_pred_var = check_positive(
+            "init_pred_var", init_pred_var,
+            "VID's initial variance must be a finite number > 0; pass e.g. init_pred_var=5",
+        )  # fmt: skip
+        if self.init_pred_var <= self.eps:
+            raise ValueError(
+                f"init_pred_var={init_pred_var!r} must be larger than eps={eps!r} (the variance "
+                "is softplus(α) + eps > eps); pass e.g. init_pred_var=5, eps=1e-5"
+            )
+        self.stages, self.stage_pairs = stages_argument(stages, "VID")
+        self.regressors = nn.ModuleDict()
+        self.log_scales = nn.ParameterDict()
+
+    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        self.stage_pairs = resolve_stages(self.stages, student, teacher, "VID")
+        shapes = probe_shapes(student, teacher, self.stage_pairs)
+        require_maps(shapes, self.stage_pairs, "VID")
+        start = inverse_softplus(self.init_pred_var - self.eps)
+        self.regressors, self.log_scales = nn.ModuleDict(), nn.ParameterDict()
+        for (s, t), (ss, ts) in zip(self.stage_pairs, shapes, strict=True):
+            self.regressors[pair_name(s, t)] = mean_regressor(ss[0], ts[0])
+            self.log_scales[pair_name(s, t)] = nn.Parameter(torch.full((ts[0],), start))
+
+    def variance(self, name: str) -> Tensor:
+        """σ² per teacher channel of a pair, [C_t]."""
+        return F.softplus(self.log_scales[name].float()) + self.eps
+
+    def forward(
+        self,
+        s_logits: Tensor,
+        t_logits: Tensor | None,
+        targets: Tensor,
+        s_feats: dict[str, Tensor] | None = None,
+        t_feats: dict[str, Tensor] | None = None,
+        index: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        if not self.regressors:
+            raise RuntimeError("VID: call bind(student, teacher) before computing the loss")
+        feats = paired_features(s_feats, t_feats, self.stage_pairs, "VID")
+        terms: dict[str, Tensor] = {}
+        with torch.autocast(s_logits.device.type, enabled=False):
+            for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True):
+                name = pair_name(s, t)
+                fs, ft = match_size(fs, ft, "VID")
+                mean = self.regressors[name](fs)
+                var = self.variance(name).view(1, -1, 1, 1)
+                nll = 0.5 * ((mean - ft).pow(2) / var + var.log())
+                terms[name] = nll.mean()
+            loss = torch.stack(list(terms.values())).sum()
+        return {"loss": loss, **stage_parts(terms)}
+
+    def extra_repr(self) -> str:
+        return f"init_pred_var={self.init_pred_var}, eps={self.eps}, stages={self.stages!r}"
