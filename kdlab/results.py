@@ -87,3 +87,20 @@ def export_teacher(cfg: DictConfig, system, res: dict[str, Any]) -> Path:
     )
     log.info("teacher exported to %s", path)
     return path
+
+
+def write_stop_record(cfg: DictConfig, stop, epochs_trained: int) -> dict[str, Any]:
+    """results.json of a run stopped on request (``kdlab.runs.RunStopped``): its identity, how
+    far it got and why; a later launch resumes it from its last checkpoint."""
+    from kdlab.sweep import method_identity
+    from kdlab.utils.provenance import write_json
+
+    out = Path(cfg.paths.output_dir)
+    res = {"experiment": cfg.name, "dataset": cfg.data.name, "method": cfg.method,
+           **method_identity(cfg), "seed": cfg.seed, "epochs": cfg.trainer.max_epochs,
+           "epochs_trained": epochs_trained, "status": stop.status, "reason": stop.reason,
+           "output_dir": str(out)}  # fmt: skip
+    write_json(out / "results.json", res)
+    log.warning("run %s: %s (resumes from its last checkpoint when launched again)",
+                stop.status, stop.reason)  # fmt: skip
+    return res

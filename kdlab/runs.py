@@ -28,12 +28,23 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
 log = logging.getLogger("kdlab.runs")
 LOCK = ".kdlab.lock"
 STALE_S = 30 * 60  # a lock of another host that nobody refreshed for 30 min is stale
 REFRESH_S = 60  # how often a live run refreshes its lock
 RESUMABLE = ("failed", "interrupted", "requeued", "cancelled")
+
+
+class RunStopped(Exception):
+    """Training was stopped on request (a SLURM requeue, a cancel): the run records ``status``
+    with the reason, is not tested, and a later launch resumes it from its last checkpoint."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
 
 
 class FolderLocked(RuntimeError):
@@ -196,4 +207,16 @@ def resume_checkpoint(out: Path, mode: str = "auto") -> Path | None:
     raise ValueError(
         f"checkpoint {path} cannot be loaded ({problem}); it was probably cut short by a kill "
         f"or a full disk. Run the same command again with " + ", or ".join(ways)
+    )
+
+
+def ended_as_planned(trainer: L.Trainer) -> bool:
+    """All epochs (or steps) done, or early stopping ended it: not an interruption."""
+    if trainer.current_epoch >= trainer.max_epochs:
+        return True
+    if 0 < trainer.max_steps <= trainer.global_step:
+        return True
+    return any(
+        isinstance(cb, EarlyStopping) and cb.stopping_reason != EarlyStoppingReason.NOT_STOPPED
+        for cb in trainer.callbacks
     )

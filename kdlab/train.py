@@ -21,8 +21,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import EarlyStopping
-from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from omegaconf import DictConfig, OmegaConf
 
 from kdlab.checks import (
@@ -32,8 +30,17 @@ from kdlab.checks import (
     check_teacher_export,
 )
 from kdlab.models.init import seeded_build
-from kdlab.results import collect_results, export_teacher
-from kdlab.runs import FolderLocked, KeepLock, RunLock, archive, read_results, resume_checkpoint
+from kdlab.results import collect_results, export_teacher, write_stop_record
+from kdlab.runs import (
+    FolderLocked,
+    KeepLock,
+    RunLock,
+    RunStopped,
+    archive,
+    ended_as_planned,
+    read_results,
+    resume_checkpoint,
+)
 from kdlab.utils.checkpoint_io import SafeCheckpointIO
 from kdlab.utils.method_params import flat_hparams
 from kdlab.utils.provenance import write_json
@@ -58,18 +65,6 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list) -> L.Trainer:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     plugins = [instantiate(p) for p in (cfg.trainer.get("plugins") or [])] + [SafeCheckpointIO()]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
-
-
-def ended_as_planned(trainer: L.Trainer) -> bool:
-    """All epochs (or steps) done, or early stopping ended it: not an interruption."""
-    if trainer.current_epoch >= trainer.max_epochs:
-        return True
-    if 0 < trainer.max_steps <= trainer.global_step:
-        return True
-    return any(
-        isinstance(cb, EarlyStopping) and cb.stopping_reason != EarlyStoppingReason.NOT_STOPPED
-        for cb in trainer.callbacks
-    )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -108,7 +103,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             lg.log_hyperparams(hparams)
         if resume:
             log.info("resuming from %s", resume)
-        trainer.fit(system, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        try:
+            trainer.fit(system, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        except RunStopped as stop:  # a requeue or a cancel: record it, test nothing
+            return write_stop_record(cfg, stop, trainer.current_epoch) if chief else {}
         finished = ended_as_planned(trainer)
         ckpt = trainer.checkpoint_callback  # with early stopping, best = lowest val loss
         val_acc_best = ckpt.best_model_score if ckpt.monitor == "val/acc" else None

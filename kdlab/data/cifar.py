@@ -9,12 +9,15 @@ on the training device as uint8 and augments whole batches there (``kdlab.data.d
 
 from __future__ import annotations
 
+import functools
 import logging
+import signal
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -26,6 +29,19 @@ from kdlab.data.transforms import build_transform, mean_std
 log = logging.getLogger(__name__)
 
 _TORCHVISION = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+
+def quiet_worker(worker_id: int, rank: int = 0) -> None:
+    """DataLoader worker start: leave job-control signals to the training process.
+
+    Workers inherit the training process's signal handlers; under SLURM the pre-timeout
+    ``SIGUSR1`` and the ``SIGTERM`` of a requeue or ``scancel`` reach every process of the job,
+    and a worker that handles (or dies of) them makes the run save, requeue or fail several
+    times over. Seeding is Lightning's own worker seeding, unchanged.
+    """
+    for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    pl_worker_init_function(worker_id, rank)
 
 
 class ArrayDataset(Dataset):
@@ -198,6 +214,7 @@ class CIFARDataModule(L.LightningDataModule):
             ArrayDataset(images, labels, transform), batch_size=bs, shuffle=train,
             num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
             persistent_workers=False, drop_last=False, collate_fn=collate,
+            worker_init_fn=functools.partial(quiet_worker, rank=self._rank_world()[0]),
         )  # fmt: skip
 
     # Workers are not persistent: each epoch's workers are seeded afresh from the main process's
