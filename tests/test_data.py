@@ -171,3 +171,21 @@ def test_real_subset_facts():
     assert y_test[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
     assert y_train[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
     assert x_train.shape == (5000, 32, 32, 3) and x_train.dtype == np.uint8
+
+
+def test_full_size_copy_failing_md5_needs_verify_structure(tmp_path_factory, caplog):
+    """A full-size, structurally valid copy whose bytes differ from the official files (a
+    re-encoding) is refused by default with a message naming the option, accepted with it."""
+    root = tmp_path_factory.mktemp("full")
+    write_fake_cifar(root, "cifar10", n_train=50_000, n_test=10_000, seed=1)
+    strict = CIFARDataModule("cifar10", str(root), download=False, val_size=5000)
+    with pytest.raises(DataError, match=r"fail torchvision's md5 check.*data.verify=structure"):
+        strict.setup()
+    relaxed = CIFARDataModule("cifar10", str(root), download=False, val_size=5000,
+                              verify="structure")  # fmt: skip
+    with caplog.at_level("INFO", logger="kdlab.data.layout"):
+        relaxed.setup()
+    assert len(relaxed.splits["train"][1]) == 45_000 and len(relaxed.splits["test"][1]) == 10_000
+    assert "data.verify=structure" in caplog.text and "md5 not checked" in caplog.text
+    with pytest.raises(ValueError, match="data.verify='sha1' is not allowed"):
+        CIFARDataModule("cifar10", str(root), verify="sha1")

@@ -72,3 +72,19 @@ def test_stage_probe_restores_training_mode_and_unknown_stage_errors():
 def test_arch_names_are_the_short_experiment_names():
     assert [f(10).arch for f in (resnet18, resnet34, resnet50)] == ["r18", "r34", "r50"]
     assert preresnet20(100).arch == "preresnet20" and small_cnn(10).arch == "cnn"
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "widths", "expected"),
+    # CIFAR-10: 3·16·9+16 + 16·32·9+32 + 2048·256+256 + 256·10+10;
+    # CIFAR-100: 3·32·9+32 + 32·64·9+64 + 4096·512+512 + 512·100+100
+    [(10, (16, 32, 256), 532_202), (100, (32, 64, 512), 2_168_356)],
+)
+def test_cnn_is_the_notebooks_student_for_each_dataset(num_classes, widths, expected):
+    net = small_cnn(num_classes)
+    assert count_parameters(net) == expected
+    assert (net.layer1[0].out_channels, net.layer2[1].out_channels, net.fc1.out_features) == widths
+    assert not any(isinstance(m, torch.nn.Dropout) for m in net.modules())  # no dropout
+    wide = small_cnn(num_classes, channels=[8, 8], hidden=4, dropout=0.1)
+    assert wide.fc1.in_features == 8 * 8 * 8 and wide.fc1.out_features == 4
+    assert any(isinstance(m, torch.nn.Dropout) for m in wide.modules())

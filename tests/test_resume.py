@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_sweep import make_world, results, run_train, tiny  # noqa: E402
 from helpers_wandb import read_offline_run  # noqa: E402
 
-RUN = ["model=cnn", "name=resume"]  # RestoreRNGState and last.ckpt come from callbacks/default
+RUN = ["model=cnn", "model.dropout=0.1", "name=resume"]  # dropout draws from the global RNG
 METRICS = ["val_acc_best", "test_acc_best", "test_acc_final", "test_nll", "test_ece"]
 
 

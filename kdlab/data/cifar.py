@@ -23,7 +23,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from kdlab.data.augment import SeededMixUp
 from kdlab.data.batch import Batch, collate
-from kdlab.data.layout import LAYOUTS, DataError, get_layout, load_split, missing_files
+from kdlab.data.layout import LAYOUTS, VERIFY, DataError, get_layout, load_split, missing_files
 from kdlab.data.transforms import build_transform, mean_std
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class CIFARDataModule(L.LightningDataModule):
         augment: bool = True,
         pipeline: str = "dataloader",
         mixup_alpha: float = 0.0,
+        verify: str = "md5",
     ) -> None:
         super().__init__()
         self.layout = get_layout(name)
@@ -97,7 +98,12 @@ class CIFARDataModule(L.LightningDataModule):
             raise ValueError(f"data.mixup_alpha must be ≥ 0 (0 = off), got {mixup_alpha}")
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError("data.batch_size and data.eval_batch_size must be ≥ 1")
-        self.name, self.root, self.download = name, str(root), download
+        if verify not in VERIFY:
+            raise ValueError(
+                f"data.verify={verify!r} is not allowed: md5 (full copies must match "
+                "torchvision's checksums) or structure (accept a verified re-encoding)"
+            )
+        self.name, self.root, self.download, self.verify = name, str(root), download, verify
         self.val_size, self.split_seed = val_size, split_seed
         self.seed = seed  # data order / augmentation of the device pipeline (the run seed)
         self.batch_size, self.eval_batch_size, self.num_workers = (
@@ -160,7 +166,7 @@ class CIFARDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        x, y = load_split(self.root, self.name, train=True)
+        x, y = load_split(self.root, self.name, train=True, verify=self.verify)
         if self.val_size >= len(y):
             raise DataError(
                 f"data.val_size={self.val_size} leaves no training images ({len(y)} in {self.root}); "
@@ -172,7 +178,7 @@ class CIFARDataModule(L.LightningDataModule):
         val_idx, train_idx = np.sort(perm[: self.val_size]), np.sort(perm[self.val_size :])
         self.splits["train"] = (x[train_idx], y[train_idx])
         self.splits["val"] = (x[val_idx], y[val_idx])
-        self.splits["test"] = load_split(self.root, self.name, train=False)
+        self.splits["test"] = load_split(self.root, self.name, train=False, verify=self.verify)
         # positions in the official training set: for caches and for checking the split
         self.train_indices, self.val_indices = train_idx, val_idx
         log.info(

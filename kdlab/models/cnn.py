@@ -1,24 +1,44 @@
-"""The introductory notebook's small CNN (SPEC §1.2): two conv blocks and two linear layers."""
+"""The introductory notebook's small CNN: two conv blocks and two linear layers.
+
+The notebook's students, exactly: conv 3×3 (padding 1) → ReLU → 2×2 max-pool, twice, then
+fc → ReLU → fc, no dropout. On CIFAR-10 the widths are 16 and 32 channels with 256 hidden units;
+on CIFAR-100 32 and 64 channels with 512 hidden units. ``small_cnn`` picks the variant from the
+number of classes; every width, the hidden size and dropout can be set in the config.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlab.models.base import StagedModel
 
+# number of classes → (conv widths, hidden units) of the notebook's student for that dataset
+NOTEBOOK = {10: ((16, 32), 256), 100: ((32, 64), 512)}
+
 
 class SmallCNN(StagedModel):
-    """conv(3→c1)→ReLU→pool, conv(c1→c2)→ReLU→pool, flatten, fc(hidden)→ReLU→dropout, fc."""
+    """conv(3→c1)→ReLU→pool, conv(c1→c2)→ReLU→pool, flatten, fc(hidden)→ReLU→dropout, fc.
+
+    Stages: ``layer1`` is the first conv block before its pool, ``layer2`` the second (the
+    first pool opens it), so feature losses see 32×32 and 16×16 maps.
+    """
 
     def __init__(
         self,
         num_classes: int = 10,
-        channels: tuple[int, int] | list[int] = (32, 64),
+        channels: Sequence[int] = (16, 32),
         hidden: int = 256,
-        dropout: float = 0.1,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if len(channels) != 2 or min(channels) < 1 or hidden < 1 or not 0 <= dropout < 1:
+            raise ValueError(
+                f"the small CNN needs 2 positive conv widths, hidden >= 1 and dropout in [0, 1); "
+                f"got channels={list(channels)}, hidden={hidden}, dropout={dropout}"
+            )
         self.arch = "cnn"
         self.num_classes = num_classes
         self.stage_names = ("layer1", "layer2")
@@ -29,7 +49,7 @@ class SmallCNN(StagedModel):
             nn.ReLU(inplace=True),
         )
         self.fc1 = nn.Linear(channels[1] * 8 * 8, hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward_stages(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -40,6 +60,13 @@ class SmallCNN(StagedModel):
         return logits, {"layer1": f1, "layer2": f2}
 
 
-def small_cnn(num_classes: int = 10, hidden: int = 256) -> SmallCNN:
-    """The notebook's student: 2 conv layers (32, 64 channels) + 2 linear layers."""
-    return SmallCNN(num_classes=num_classes, hidden=hidden)
+def small_cnn(
+    num_classes: int = 10,
+    channels: Sequence[int] | None = None,
+    hidden: int | None = None,
+    dropout: float = 0.0,
+) -> SmallCNN:
+    """The notebook's student for ``num_classes`` (CIFAR-10: 16/32 channels, 256 hidden;
+    CIFAR-100: 32/64, 512); other class counts use the CIFAR-10 widths."""
+    widths, units = NOTEBOOK.get(num_classes, NOTEBOOK[10])
+    return SmallCNN(num_classes, tuple(channels or widths), hidden or units, dropout)
