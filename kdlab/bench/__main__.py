@@ -64,6 +64,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", choices=sorted(S.MODELS), default=None, help="model pair")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="compiled rows (default: on CUDA only; never with --quick)")  # fmt: skip
+    e = p.add_argument_group("epochs of the real system vs a plain loop (--epoch)")
+    e.add_argument("--epoch", action="store_true", help="run the epoch rows instead")
+    e.add_argument("--models", default="cnn,resnet20", help="conf/model names (cnn,resnet20)")
+    e.add_argument("--pipelines", default="dataloader,device", help="data pipelines")
+    e.add_argument("--epochs", type=int, default=3, help="epochs per run (first is not timed)")
+    e.add_argument("--data-root", default=os.environ.get("KDLAB_DATA", "data"),
+                   help="CIFAR-10 root (torchvision layout; default $KDLAB_DATA or ./data)")  # fmt: skip
+    e.add_argument("--verify", default="md5", choices=["md5", "structure"],
+                   help="data.verify for the copy in --data-root")  # fmt: skip
+    e.add_argument("--val-size", type=int, default=5000, help="data.val_size")
     a = p.parse_args(argv)
     q = a.quick
     a.batch_size = a.batch_size or (16 if q else 128)
@@ -158,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = parse(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.epoch:
+        return epoch_main(a)
     settings = {k: v for k, v in vars(a).items()}
     settings["models"] = {k: v[0] for k, v in S.MODELS[a.size].items()}
     settings["amp_bf16"] = torch.cuda.is_available()
@@ -165,6 +177,38 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"hardware": hardware(), "settings": settings, **run(a)}
     Path(a.out).write_text(json.dumps(report, indent=2))
     table(report)
+    print(f"wrote {a.out}")
+    return report
+
+
+def epoch_main(a: argparse.Namespace) -> dict:
+    """``--epoch``: seconds per epoch of kdlab.train and of a plain loop, and their ratio."""
+    from kdlab.bench.epoch import epoch_rows
+
+    batch = a.batch_size if a.batch_size != 128 else 64  # the benchmark students' batch
+    data = [f"data.root={a.data_root}", f"data.verify={a.verify}", f"data.val_size={a.val_size}"]
+    settings = {"models": a.models.split(","), "pipelines": a.pipelines.split(","),
+                "epochs": a.epochs, "batch": batch, "threads": a.threads or 1, "data": data}  # fmt: skip
+    print(f"kdlab.bench --epoch: {settings}", flush=True)
+    rows = epoch_rows(settings["models"], settings["pipelines"], data, a.epochs, batch,
+                      settings["threads"])  # fmt: skip
+    report = {"hardware": hardware(), "settings": settings, "rows": rows}
+    Path(a.out).write_text(json.dumps(report, indent=2))
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(
+        title=f"kdlab.bench --epoch ({report['hardware']['cpu']}; GPU {report['hardware']['gpu']})"
+    )
+    for col in ("model", "pipeline", "kdlab s/epoch", "plain s/epoch", "kdlab / plain"):
+        t.add_column(col)
+    by = {(r["model"], r["pipeline"], r.get("loop", "ratio")): r for r in rows}
+    for m in settings["models"]:
+        for pipe in settings["pipelines"]:
+            t.add_row(m, pipe, f"{by[m, pipe, 'kdlab']['seconds_per_epoch']:.2f}",
+                      f"{by[m, pipe, 'plain']['seconds_per_epoch']:.2f}",
+                      f"{by[m, pipe, 'ratio']['ratio']:.2f}×")  # fmt: skip
+    Console().print(t)
     print(f"wrote {a.out}")
     return report
 
