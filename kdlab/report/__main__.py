@@ -26,6 +26,12 @@ def report_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output folder (default: <first PATH>/report)")
     p.add_argument("--no-figures", action="store_true", help="write tables only")
+    p.add_argument(
+        "--reference",
+        metavar="NAME",
+        help="published numbers beside kdlab's, with kdlab − published (e.g. cifar100: the CIFAR-100 "
+        "KD benchmark, kdlab/report/reference/cifar100.csv)",
+    )
     return p
 
 
@@ -40,7 +46,7 @@ def _run(argv: list[str]) -> int:
 
     from kdlab.report.build import make_report
 
-    make_report(a.paths, a.out, console=Console(), figures=not a.no_figures)
+    make_report(a.paths, a.out, console=Console(), figures=not a.no_figures, reference=a.reference)
     return 0
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from kdlab.report.collect import collect_runs
 from kdlab.report.curves import plot_curves
 from kdlab.report.plots import plot_deltas, plot_heatmaps
+from kdlab.report.reference import load_reference, print_reference, reference_markdown
 from kdlab.report.stats import Group, GroupKey, group_runs
 from kdlab.report.tables import print_terminal, render_markdown, summary_rows, write_csv
 
@@ -38,12 +39,15 @@ def make_report(
     out: str | Path | None = None,
     console: Console | None = None,
     figures: bool = True,
+    reference: str | None = None,
 ) -> ReportOutputs:
-    """Summarise every finished run under ``paths`` into ``out`` (see ``default_out_dir``).
+    """Summarise every finished run under ``paths`` into ``out`` (see ``default_out_dir``);
+    ``reference`` (e.g. ``"cifar100"``) adds the published numbers beside kdlab's.
 
-    Raises ``ReportError`` for missing paths or when no usable run exists; every skipped or
-    missing run is warned about and listed in results.md.
+    Raises ``ReportError`` for missing paths, an unknown reference or when no usable run exists;
+    every skipped or missing run is warned about and listed in results.md.
     """
+    ref = load_reference(reference) if reference is not None else None
     problems: list[str] = []
     runs = collect_runs(paths, problems)
     groups = group_runs(runs)
@@ -51,7 +55,10 @@ def make_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_csv(summary_rows(groups), out_dir / "results.csv")
     md_path = out_dir / "results.md"
-    md_path.write_text(render_markdown(groups, problems))
+    markdown = render_markdown(groups, problems)
+    if ref is not None:
+        markdown += "\n" + reference_markdown(groups, ref)
+    md_path.write_text(markdown)
     pngs: list[Path] = []
     if figures:
         pngs = (
@@ -61,6 +68,8 @@ def make_report(
         )
     if console is not None:
         print_terminal(groups, console)
+        if ref is not None:
+            print_reference(groups, ref, console)
         console.print(f"{len(runs)} runs in {len(groups)} groups; wrote {csv_path}, {md_path}"
                       f" and {len(pngs)} figure(s) to {out_dir}")  # fmt: skip
         if problems:
