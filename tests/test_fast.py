@@ -36,11 +36,11 @@ def _distiller(teacher, loss=None, **kw) -> Distiller:
 
 
 def test_fold_replaces_running_teacher_keeps_trained_members():
-    teacher = FrozenTeacher(_net(1))
+    teacher = FrozenTeacher(_net(1), channels_last=False)
     x = torch.randn(4, 3, 32, 32)
     ref = teacher(x)
     original = teacher.net
-    system = _distiller(teacher)
+    system = _distiller(teacher, channels_last=False)  # the memory format is chosen apart
     done = system.prepare("cpu")
     assert done["teacher_fold_bn"] and not done["compile"] and not done["channels_last"]
     assert teacher.net is not original  # the folded copy runs
@@ -102,6 +102,22 @@ def test_channels_last_same_outputs_and_auto():
     lb, tb = b.compute_losses(x.contiguous(memory_format=torch.channels_last), y)
     torch.testing.assert_close(lb, la, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(tb["loss"], ta["loss"], atol=1e-4, rtol=1e-4)
+
+
+def test_channels_last_auto_measures_and_keeps_the_network_unchanged(monkeypatch):
+    from kdlab.models import memory_format
+
+    net = _net(2)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    timings = iter([1.0, 0.5, 1.0, 2.0])  # NCHW, NHWC of two probes: faster, then slower
+    monkeypatch.setattr(memory_format, "_seconds", lambda *a, **k: next(timings))
+    assert memory_format.choose_channels_last("auto", net, "cpu") is True
+    assert memory_format.choose_channels_last("auto", net, "cpu") is False
+    assert memory_format.choose_channels_last(False, net, "cuda") is False  # explicit wins
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())  # probed a copy
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert net.conv1.weight.is_contiguous()  # left NCHW: the system converts if chosen
 
 
 def test_config_defaults_fast_and_safe():

@@ -102,3 +102,47 @@ def test_lr_scale_and_bad_clip_values():
     assert c.configure_optimizers().param_groups[0]["lr"] == pytest.approx(0.025)
     with pytest.raises(ValueError, match="grad_clip"):
         Classifier(preresnet20(10), SGD, grad_clip=0.0)
+
+
+def test_epoch_metrics_do_not_depend_on_how_often_steps_are_logged(tmp_path):
+    """Per-step values reach the loggers only every log_every_n_steps; the epoch means and the
+    accuracy are accumulated on the device and equal Lightning's own epoch reduction: the mean
+    of the per-step values weighted by batch size."""
+    import csv
+
+    import lightning as L
+
+    from kdlab.data.cifar import CIFARDataModule
+    from kdlab.data.synthetic import write_fake_cifar
+    from kdlab.utils.csv_logger import AppendingCSVLogger
+
+    write_fake_cifar(tmp_path / "data", "cifar10", n_train=120, n_test=20)
+    rows = {}
+    for every in (1, 50):
+        torch.manual_seed(0)
+        dm = CIFARDataModule(root=str(tmp_path / "data"), val_size=20, batch_size=32,
+                             num_workers=0, pipeline="device")  # fmt: skip
+        teacher = FrozenTeacher(preresnet20(10), channels_last=False)
+        system = Distiller(preresnet20(10), teacher, LogitKD(0.5, 4.0), SGD, grad_clip=1.0,
+                           channels_last=False)  # fmt: skip
+        log = AppendingCSVLogger(tmp_path / f"every{every}", name="csv", version="")
+        L.Trainer(max_epochs=2, log_every_n_steps=every, logger=log, accelerator="cpu",
+                  enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, deterministic=True,
+                  ).fit(system, datamodule=dm)  # fmt: skip
+        rows[every] = list(csv.DictReader(open(tmp_path / f"every{every}" / "csv" / "metrics.csv")))
+    keys = ["train/loss_epoch", "train/loss_kd_epoch", "train/acc", "val/acc", "val/loss"]
+
+    def by_epoch(rs, key):
+        return {r["epoch"]: float(r[key]) for r in rs if r.get(key)}
+
+    for key in keys:
+        assert by_epoch(rows[1], key) == pytest.approx(by_epoch(rows[50], key), rel=1e-6), key
+    steps = [r for r in rows[1] if r.get("train/loss_step")]
+    sizes = [32, 32, 32, 4]  # 100 training images in batches of 32
+    for epoch in ("0", "1"):
+        values = [float(r["train/loss_step"]) for r in steps if r["epoch"] == epoch]
+        mean = sum(v * n for v, n in zip(values, sizes, strict=True)) / sum(sizes)
+        assert by_epoch(rows[1], "train/loss_epoch")[epoch] == pytest.approx(mean, rel=1e-6)
+    assert not any(r.get("train/loss_step") for r in rows[50])  # no step reached a logger
+    assert any(r.get("train/grad_norm") for r in rows[1])

@@ -17,9 +17,10 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from kdlab.data.batch import Batch
-from kdlab.metrics.classification import PercentAccuracy, StageMetrics
+from kdlab.metrics.classification import StageMetrics
+from kdlab.metrics.running import RunningMeans
 from kdlab.models.base import count_parameters
-from kdlab.models.memory_format import resolve_channels_last
+from kdlab.models.memory_format import choose_channels_last, resolve_channels_last
 
 
 class Classifier(L.LightningModule):
@@ -60,7 +61,8 @@ class Classifier(L.LightningModule):
         self.prepared: dict[str, bool] | None = None
         self.test_prefix = "test"  # use_test_prefix("test_final") for the final weights
         num_classes = net.num_classes
-        self.train_acc = PercentAccuracy(num_classes)
+        self.train_stats = RunningMeans()
+        self._grad_params: tuple[list, list] | None = None
         with_teacher = self.has_teacher
         self.val_metrics = StageMetrics(num_classes, with_teacher)
         self.test_metrics = StageMetrics(num_classes, with_teacher)
@@ -72,12 +74,13 @@ class Classifier(L.LightningModule):
     input_format = torch.contiguous_format
 
     # -- set-up ----------------------------------------------------------------------------
-    def prepare(self, device_type: str = "cpu") -> dict[str, bool]:
-        """Memory format and compilation of the network for ``device_type`` (once)."""
+    def prepare(self, device_type: str | torch.device = "cpu") -> dict[str, bool]:
+        """Memory format and compilation of the network for the device (once)."""
         if self.prepared is not None:
             return self.prepared
-        done = {"channels_last": resolve_channels_last(self.channels_last, device_type),
-                "compile": bool(self.compile_net)}  # fmt: skip
+        device = device_type if isinstance(device_type, torch.device) else torch.device(device_type)
+        nhwc = choose_channels_last(self.channels_last, self.net, device)
+        done = {"channels_last": nhwc, "compile": bool(self.compile_net)}
         if done["channels_last"]:
             self.net.to(memory_format=torch.channels_last)
             self.input_format = torch.channels_last
@@ -87,7 +90,7 @@ class Classifier(L.LightningModule):
         return done
 
     def setup(self, stage: str) -> None:
-        self.prepare(self.trainer.strategy.root_device.type)
+        self.prepare(self.trainer.strategy.root_device)
 
     def use_test_prefix(self, prefix: str) -> None:
         """Log the next test run as ``<prefix>/…`` (``test_final`` for the final weights)."""
@@ -132,34 +135,70 @@ class Classifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def logging_step(self) -> bool:
+        """Whether this training step's values reach the loggers (Lightning writes step
+        values every ``trainer.log_every_n_steps`` steps; logging them at other steps is work
+        no logger sees)."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        return (self.global_step + 1) % max(trainer.log_every_n_steps, 1) == 0
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y = batch.x.contiguous(memory_format=self.input_format), batch.y
         logits, terms = self.compute_losses(x, y, batch.index, batch.view)
-        hard = y.argmax(-1) if y.ndim == 2 else y  # MixUp gives soft targets
-        self.train_acc(logits.detach(), hard)
-        self.log("train/loss", terms["loss"], on_step=True, on_epoch=True, prog_bar=True)
-        for name, value in terms.items():
-            if name != "loss":
-                self.log(f"train/loss_{name}", value, on_step=True, on_epoch=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.train_stats.update(terms, logits, y)  # epoch means and accuracy, on the device
+        if self.logging_step():
+            for name, value in terms.items():
+                key = "train/loss" if name == "loss" else f"train/loss_{name}"
+                self.log(f"{key}_step", value, on_step=True, on_epoch=False, batch_size=len(y),
+                         prog_bar=name == "loss")  # fmt: skip
         return terms["loss"]
+
+    def on_train_epoch_start(self) -> None:
+        self.train_stats.reset()
+
+    def on_train_epoch_end(self) -> None:
+        """The epoch's mean of every loss term and its accuracy (same names and values as
+        Lightning's own epoch reduction of per-step logging)."""
+        if not self.train_stats.count:
+            return
+        for name, mean in self.train_stats.means().items():
+            key = "train/loss" if name == "loss" else f"train/loss_{name}"
+            self.log(f"{key}_epoch", mean, on_step=False, on_epoch=True)
+        self.log("train/acc", self.train_stats.accuracy(), on_step=False, on_epoch=True,
+                 prog_bar=True, sync_dist=True)  # fmt: skip
+
+    def _grad_lists(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(everything trained, what clipping covers), built once: the set never changes
+        after the optimiser exists."""
+        if self._grad_params is None:
+            self._grad_params = (list(self.trainable_parameters()), self.clip_parameters())
+        return self._grad_params
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ):
-        """Log the gradient norm of everything trained (before clipping), then clip.
+        """Clip, and log the gradient norm of everything trained (before clipping).
 
         Clipping covers ``clip_parameters()``; when that is a subset (the published bug
-        ablation), the logged norm is still the union's so the difference is visible.
+        ablation), the logged norm is still the union's so the difference is visible. The
+        norm is computed once per step when clipping needs it anyway, else only at logging
+        steps.
         """
-        params = [p for p in self.trainable_parameters() if p.grad is not None]
-        if not params:
-            return
-        total = torch.nn.utils.get_total_norm([p.grad for p in params])
-        self.log("train/grad_norm", total, on_step=True, on_epoch=False)
+        trained, clipped = self._grad_lists()
+        log_now = self.logging_step()
+        total = None
         if self.grad_clip is not None:
-            clip = [p for p in self.clip_parameters() if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(clip, self.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(clipped, self.grad_clip)  # norm before clip
+            total = norm if len(clipped) == len(trained) else None
+        if log_now and total is None:
+            grads = [p.grad for p in trained if p.grad is not None]
+            if not grads:
+                return
+            total = torch.nn.utils.get_total_norm(grads)
+        if log_now and total is not None:
+            self.log("train/grad_norm", total, on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.trainable_parameters())
@@ -176,22 +215,26 @@ class Classifier(L.LightningModule):
         }
 
     # -- evaluation ------------------------------------------------------------------------
-    def _eval_step(self, batch: Batch, metrics: StageMetrics, prefix: str) -> None:
+    def _eval_step(self, batch: Batch, metrics: StageMetrics) -> None:
         x, y = batch.x.contiguous(memory_format=self.input_format), batch.y
-        logits = self.net(x)
-        metrics.update(logits, y, self.eval_teacher_logits(x, y))
+        metrics.update(self.net(x), y, self.eval_teacher_logits(x, y))
+
+    def _log_eval(self, metrics: StageMetrics, prefix: str) -> None:
+        """Log every metric object once per evaluation pass (Lightning computes and resets)."""
         for name, metric in metrics.items():
             self.log(f"{prefix}/{name}", metric, on_step=False, on_epoch=True)
         if prefix == "val":
             self.log("val/loss", metrics["nll"], on_step=False, on_epoch=True, prog_bar=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics, "val")
+        self._eval_step(batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
+        acc = self.val_metrics["acc"].compute()
+        self._log_eval(self.val_metrics, "val")
         if self.trainer.sanity_checking:
             return
-        self.val_acc_best(self.val_metrics["acc"].compute())
+        self.val_acc_best(acc)
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=False)
 
     def best_val_acc(self) -> float | None:
@@ -200,4 +243,7 @@ class Classifier(L.LightningModule):
         return value if math.isfinite(value) else None  # updated it yet (no compute warning)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, self.test_prefix)
+        self._eval_step(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval(self.test_metrics, self.test_prefix)

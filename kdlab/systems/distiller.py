@@ -83,7 +83,7 @@ class Distiller(Classifier):
         self.teacher_cache: nn.Module | None = None
 
     # -- set-up ----------------------------------------------------------------------------
-    def prepare(self, device_type: str = "cpu") -> dict[str, bool]:
+    def prepare(self, device_type: str | torch.device = "cpu") -> dict[str, bool]:
         """The student's memory format and compilation, and the teacher's fast inference path."""
         done = dict(super().prepare(device_type))
         return done | {f"teacher_{k}": v for k, v in self.teacher.prepare(device_type).items()}
@@ -142,6 +142,7 @@ class Distiller(Classifier):
 
     # -- training --------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self.criterion.set_epoch(self.current_epoch)
 
     def compute_losses(

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from kdlab.models.base import stage_outputs
 from kdlab.models.fold import fold_batchnorm
-from kdlab.models.memory_format import resolve_channels_last
+from kdlab.models.memory_format import choose_channels_last
 from kdlab.teachers.ensemble import StackedMembers, ensemble_logits, stack_members
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,16 @@ class _Frozen(nn.Module):
     def train(self, mode: bool = True) -> _Frozen:
         return super().train(False)
 
-    def prepare(self, device_type: str = "cpu") -> dict[str, bool]:
+    def prepare(self, device: str | torch.device = "cpu") -> dict[str, bool]:
         """Apply the fast-inference settings once (idempotent); returns what was done."""
         if self.prepared is not None:
             return self.prepared
+        device = torch.device(device)
         done = {"fold_bn": False, "channels_last": False, "compile": False, "vmap": False}
         if self.fast["fold_bn"]:
             self._fold()
             done["fold_bn"] = True
-        if resolve_channels_last(self.fast["channels_last"], device_type):
+        if choose_channels_last(self.fast["channels_last"], self, device, train=False):
             self.to(memory_format=torch.channels_last)
             done["channels_last"] = True
         if self.fast["vmap"]:
