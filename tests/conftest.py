@@ -61,6 +61,7 @@ def run_train(args: list[str], cwd: Path, check: bool = True) -> subprocess.Comp
     env.update(
         WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(cwd),
         WANDB_DISABLE_GIT="true", PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="0",
+        KDLAB_CACHE=str(cwd / "cache"),  # memory-format choices shared by this test's runs
     )  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "kdlab.train", *args],

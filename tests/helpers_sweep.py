@@ -73,6 +73,7 @@ def env(tmp: Path) -> dict[str, str]:
         "WANDB_SILENT": "true",
         "WANDB_DIR": str(tmp / "wandb"),
         "HYDRA_FULL_ERROR": "1",
+        "KDLAB_CACHE": str(tmp / "cache"),  # memory-format choices shared by this test's runs
     }
     return out
 

@@ -104,16 +104,19 @@ def test_channels_last_same_outputs_and_auto():
     torch.testing.assert_close(tb["loss"], ta["loss"], atol=1e-4, rtol=1e-4)
 
 
-def test_channels_last_auto_measures_and_keeps_the_network_unchanged(monkeypatch):
+def test_channels_last_auto_measures_once_and_keeps_the_network_unchanged(monkeypatch, tmp_path):
     from kdlab.models import memory_format
 
-    net = _net(2)
+    monkeypatch.setenv("KDLAB_CACHE", str(tmp_path))
+    net, twin = _net(2), _net(3)
     state = {k: v.clone() for k, v in net.state_dict().items()}
     rng = torch.get_rng_state()
     timings = iter([1.0, 0.5, 1.0, 2.0])  # NCHW, NHWC of two probes: faster, then slower
     monkeypatch.setattr(memory_format, "_seconds", lambda *a, **k: next(timings))
     assert memory_format.choose_channels_last("auto", net, "cpu") is True
-    assert memory_format.choose_channels_last("auto", net, "cpu") is False
+    # the same network on the same machine: the remembered choice, not a new measurement
+    assert memory_format.choose_channels_last("auto", twin, "cpu") is True
+    assert memory_format.choose_channels_last("auto", net, "cpu", train=False) is False
     assert memory_format.choose_channels_last(False, net, "cuda") is False  # explicit wins
     assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())  # probed a copy
     assert torch.equal(torch.get_rng_state(), rng)

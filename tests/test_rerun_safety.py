@@ -101,7 +101,7 @@ def test_sweep_resume_command_finishes_a_killed_job(world):
 
 
 def test_killed_run_with_workers_resumes_to_the_uninterrupted_metrics(world):
-    args = [*BASE, *tiny(world, epochs=3), "data.num_workers=2"]
+    args = [*BASE, *tiny(world, epochs=3), "data.pipeline=dataloader", "data.num_workers=2"]
     full, part = world["root"] / "workers_full", world["root"] / "workers_killed"
     run_train(world["root"], *args, f"hydra.run.dir={full}")
     kill = "+callbacks.kill._target_=helpers_rerun.KillOnce"

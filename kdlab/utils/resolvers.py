@@ -56,6 +56,15 @@ def is_terminal() -> bool:
     return tty()
 
 
+def default_workers(most: int = 4) -> int:
+    """``${kdlab.workers:4}``: DataLoader workers that fit the machine — at most ``most``, and
+    one core left for the training process (PyTorch warns about more workers than cores)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(int(most), (cores or 1) - 1))
+
+
 def register() -> None:
     OmegaConf.register_new_resolver("kdlab.precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("kdlab.tag", run_tag, replace=True)
@@ -63,3 +72,4 @@ def register() -> None:
     OmegaConf.register_new_resolver("kdlab.wandb_id", wandb_id, replace=True)
     OmegaConf.register_new_resolver("kdlab.job_type", job_type, replace=True)
     OmegaConf.register_new_resolver("kdlab.tty", is_terminal, replace=True)
+    OmegaConf.register_new_resolver("kdlab.workers", default_workers, replace=True)
