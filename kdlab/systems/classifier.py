@@ -103,6 +103,7 @@ class Classifier(L.LightningModule):
             "grad_clip": self.grad_clip,
             "student_params": count_parameters(self.net),
             "compression_ratio": None,
+            "channels_last": (self.prepared or {}).get("channels_last"),  # the format that ran
             "method_params": {},
             "method_label": None,
         }
