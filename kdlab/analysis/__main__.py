@@ -34,6 +34,8 @@ def temperature_parser() -> argparse.ArgumentParser:
         "--dataset", choices=["cifar10", "cifar100"], help="override the export's dataset"
     )
     p.add_argument("--out", default="temperature.png", help="PNG to write")
+    p.add_argument("--verify", choices=["md5", "structure"], default="md5",
+                   help="check of full-size data files (structure: a verified re-encoding)")  # fmt: skip
     return p
 
 
@@ -51,6 +53,8 @@ def agreement_parser() -> argparse.ArgumentParser:
         "--dataset", choices=["cifar10", "cifar100"], help="override the exports' dataset"
     )
     p.add_argument("--out", help="also write the markdown table to this file")
+    p.add_argument("--verify", choices=["md5", "structure"], default="md5",
+                   help="check of full-size data files (structure: a verified re-encoding)")  # fmt: skip
     return p
 
 
@@ -59,14 +63,15 @@ def _run(argv: list[str]) -> int:
         a = temperature_parser().parse_args(argv[1:])
         from kdlab.analysis.temperature import plot_temperature
 
-        path = plot_temperature(a.ckpt, a.data_root, a.out, a.index, a.temps, a.dataset)
+        path = plot_temperature(a.ckpt, a.data_root, a.out, a.index, a.temps, a.dataset, a.verify)
         print(f"wrote {path}")
         return 0
     if argv and argv[0] == "agreement":
         a = agreement_parser().parse_args(argv[1:])
         from kdlab.analysis.agreement import agreement_markdown, teacher_agreement
 
-        md = agreement_markdown(teacher_agreement(a.ckpts, a.data_root, a.limit, a.dataset))
+        res = teacher_agreement(a.ckpts, a.data_root, a.limit, a.dataset, a.verify)
+        md = agreement_markdown(res)
         print(md)
         if a.out:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)

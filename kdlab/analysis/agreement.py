@@ -72,6 +72,7 @@ def teacher_agreement(
     data_root: str | Path,
     limit: int | None = None,
     dataset: str | None = None,
+    verify: str = "md5",
 ) -> AgreementResult:
     """Run every teacher export on the test split and compare all pairs.
 
@@ -92,7 +93,7 @@ def teacher_agreement(
             f"{sorted({n.num_classes for n in nets})} or normalisation {sorted(norms)}; "
             f"compare teachers of one dataset"
         )
-    _, x, y = load_test(data_root, datasets.pop(), limit=limit, normalize=norms.pop())
+    _, x, y = load_test(data_root, datasets.pop(), limit, norms.pop(), verify)
     names = [_short(Path(c), ckpts) for c in ckpts]
     return agreement_from_logits(names, [predict(n, x) for n in nets], y)
 

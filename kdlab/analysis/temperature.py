@@ -82,6 +82,7 @@ def plot_temperature(
     index: int = 0,
     temps: Sequence[float] = TEMPERATURES,
     dataset: str | None = None,
+    verify: str = "md5",
 ) -> Path:
     """Load a teacher export, soften its logits on test image ``index`` and save the PNG."""
     if any(t <= 0 for t in temps):
@@ -89,7 +90,8 @@ def plot_temperature(
     meta = read_checkpoint(ckpt)
     net = load_exported(ckpt)
     dataset = dataset or infer_dataset(meta, net, ckpt)
-    images, x, y = load_test(data_root, dataset, normalize=meta.get("normalize") or "dataset")
+    normalize = meta.get("normalize") or "dataset"
+    images, x, y = load_test(data_root, dataset, normalize=normalize, verify=verify)
     if not 0 <= index < len(y):
         raise ValueError(f"--index {index} is outside the test set of {len(y)} images")
     logits = predict(net, x[index : index + 1])[0]

@@ -42,10 +42,11 @@ def normalize_images(images: np.ndarray, dataset: str, how: str = "dataset") -> 
 
 
 def load_test(
-    root: str | Path, dataset: str, limit: int | None = None, normalize: str = "dataset"
-) -> tuple[np.ndarray, Tensor, Tensor]:
+    root: str | Path, dataset: str, limit: int | None = None, normalize: str = "dataset",
+    verify: str = "md5",
+) -> tuple[np.ndarray, Tensor, Tensor]:  # fmt: skip
     """``(raw uint8 images, normalised inputs, labels)`` of the first ``limit`` test images."""
-    images, labels = load_split(root, dataset, train=False)
+    images, labels = load_split(root, dataset, train=False, verify=verify)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     return images, normalize_images(images, dataset, normalize), torch.from_numpy(labels)

@@ -29,10 +29,12 @@ def store_path(store: str | Path, dataset: str, arch: str, seed: int) -> Path:
 
 
 def train_command(arch: str, dataset: str, seed: int) -> str:
-    """The command that trains (and exports) this teacher: its own experiment when there is
-    one, else the generic teacher experiment with the architecture as the model."""
-    if (EXPERIMENTS / f"teacher_{arch}.yaml").is_file():
-        experiment = f"+experiment=teacher_{arch}"
+    """The command that trains (and exports) this teacher: its own experiment for this dataset
+    or in general when there is one, else the generic teacher experiment with this model."""
+    for name in (f"teacher_{arch}_{dataset}", f"teacher_{arch}"):
+        if (EXPERIMENTS / f"{name}.yaml").is_file():
+            experiment = f"+experiment={name}"
+            break
     else:
         experiment = f"+experiment=teacher model={arch}"
     return f"python -m kdlab.train {experiment} data={dataset} seed={seed}"
