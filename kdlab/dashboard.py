@@ -14,7 +14,7 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
-# Metric names are the ones every kdlab run logs (SPEC §2); run config keys are top-level.
+# Metric names are the ones every kdlab run logs; run config keys are top-level.
 CONFIG_AXES = ("alpha", "temperature", "beta", "seed")
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full capacity-gap grid of SPEC §1.1 on CIFAR-10 (teachers first: scripts/train_teachers.sh):
+# The full capacity-gap grid of the capacity-gap study on CIFAR-10 (teachers first: scripts/train_teachers.sh):
 #   pairs r34→r18, r50→r18, r50→r34, r101→r34, each with
 #     logit KD   α ∈ {0.3, 0.5, 0.7} × T ∈ {2, 3, 4}
 #     feature KD α ∈ {0.3, 0.5, 0.7}, β = 0.5

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train (and export to the teacher store) every teacher of the studies (SPEC §1):
+# Train (and export to the teacher store) every teacher of the studies (capacity gap, notebook, replication):
 #   capacity gap, CIFAR-10: teacher_r34, teacher_r50, teacher_r101 × seeds 0,1,2
 #   "Does KD really work?", CIFAR-100: teacher_preresnet20 × seeds 0–4 (self-KD and ensembles)
 #   notebook: teacher_r56 on CIFAR-10 and CIFAR-100, seed 0

@@ -1,4 +1,4 @@
-"""Ensemble teacher logits = log of the mean of the members' softmax (SPEC §1.3)."""
+"""Ensemble teacher logits = log of the mean of the members' softmax (the "Does KD really work?" replication)."""
 
 from __future__ import annotations
 

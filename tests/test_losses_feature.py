@@ -1,4 +1,4 @@
-"""Feature KD (SPEC §2): supported pairs, hand-computed terms, errors, and the clipping bug."""
+"""Feature KD: supported pairs, hand-computed terms, errors, and the clipping bug."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Logit KD and CE against SPEC §2, hand-computed with math (not with the code under test)."""
+"""Logit KD and CE against the fixed definitions, hand-computed with math (not with the code under test)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""timm adapter (SPEC §1.4): tiny random-weight ViTs distil to/from ResNets; local weights; Resized."""
+"""timm adapter (the cross-architecture study): tiny random-weight ViTs distil to/from ResNets; local weights; Resized."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Agreement between independently trained teachers (SPEC §1.3).
+"""Agreement between independently trained teachers (the "Does KD really work?" replication).
 
 A student's 71 % top-1 agreement with its teacher means little on its own: two teachers that
 differ only in their seed agree on about 63 % of CIFAR-100 test images. This module measures

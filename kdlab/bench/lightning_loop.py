@@ -3,7 +3,7 @@
 Lightning's per-step cost is the loop itself plus what the system's ``training_step`` adds
 (metric update, ``self.log`` calls, the gradient-norm hook). The plain loop runs the identical
 ``compute_losses`` + backward + clipping + SGD step; the difference is the price of the
-framework, which issue 7 wants ≤ 5 % on a GPU.
+framework.
 """
 
 from __future__ import annotations

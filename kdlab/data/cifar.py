@@ -2,7 +2,7 @@
 
 ``prepare_data`` only downloads (and only when files are missing); ``setup`` reads the files
 (checksums for full copies, a structural check for subsets), and draws the val split with its
-own fixed generator so every run seed sees the same split (SPEC §2). ``pipeline=dataloader``
+own fixed generator so every run seed sees the same split. ``pipeline=dataloader``
 uses per-sample torchvision transforms in worker processes; ``pipeline=device`` keeps the split
 on the training device as uint8 and augments whole batches there (``kdlab.data.device``).
 """

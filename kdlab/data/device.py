@@ -3,7 +3,7 @@
 CIFAR-10's 50k training images are 150 MB as uint8, small enough to keep on the GPU. Each batch
 is then one index gather plus the batched ops of ``kdlab.data.augment`` on the device, with no
 worker processes and no host-to-device copies, which is what makes a KD run compute-bound
-(issue 7). ``DeviceLoader`` is a plain iterable with ``__len__``, so Lightning accepts it
+. ``DeviceLoader`` is a plain iterable with ``__len__``, so Lightning accepts it
 directly as a train/val/test dataloader.
 
 Randomness and epochs

@@ -33,7 +33,7 @@ def _check_number(name: str, value: object, hint: str) -> float:
 
 
 def validate_alpha(alpha: object) -> float:
-    """α ∈ [0, 1] is the distillation weight of ``L = α·L_kd + (1 − α)·L_ce`` (SPEC §2)."""
+    """α ∈ [0, 1] is the distillation weight of ``L = α·L_kd + (1 − α)·L_ce``."""
     hint = (
         "alpha is the distillation weight (0 = plain CE baseline, 1 = pure distillation); "
         "pass e.g. alpha=0.5"

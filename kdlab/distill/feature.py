@@ -1,4 +1,4 @@
-"""Feature KD, exactly as fixed in SPEC §2.
+"""Feature KD, exactly as kdlab fixes it.
 
 Per aligned stage a 1×1 conv (no bias) maps student channels to teacher channels and the
 larger feature map is average-pooled down to the smaller one;
@@ -54,7 +54,7 @@ def _stage_shapes(model: nn.Module, role: str, stages: tuple[str, ...], size: in
 
 
 class FeatureKD(KDLoss):
-    """Intermediate-feature distillation with learned 1×1 projections (SPEC §2).
+    """Intermediate-feature distillation with learned 1×1 projections.
 
     Args:
         alpha: distillation weight in [0, 1].

@@ -1,4 +1,4 @@
-"""Logit KD (Hinton et al. 2015), exactly as fixed in SPEC §2.
+"""Logit KD (Hinton et al. 2015), exactly as kdlab fixes it.
 
 ``L = α·T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)) + (1 − α)·CE(z_s, y)``; the KL is summed over
 classes and averaged over the batch. Everything is computed in float32 log-space with
@@ -55,7 +55,7 @@ def kd_kl(
 
 
 class LogitKD(KDLoss):
-    """Soft-target distillation from the teacher's logits (SPEC §2).
+    """Soft-target distillation from the teacher's logits.
 
     Args:
         alpha: distillation weight in [0, 1] (0 = CE baseline, 1 = pure soft labels).

@@ -1,6 +1,6 @@
 """Evaluation metrics of one stage (val or test), all torchmetrics so DDP reduces them exactly.
 
-Accuracy and agreement are reported in percent (SPEC §2). Agreement is top-1 accuracy of the
+Accuracy and agreement are reported in percent. Agreement is top-1 accuracy of the
 student against the teacher's argmax, and KL is torchmetrics' ``KLDivergence`` on log-probs,
 KL(teacher ‖ student) at T = 1, mean per sample.
 """

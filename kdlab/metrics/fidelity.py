@@ -1,6 +1,6 @@
 """Train-set fidelity: how closely the student matches its teacher on the data it learned from.
 
-The replication (SPEC §1.3) reports top-1 agreement and KL(teacher ‖ student) on the training
+The replication (the "Does KD really work?" replication) reports top-1 agreement and KL(teacher ‖ student) on the training
 set as well as the test set: low *train* agreement shows that the student fails to fit the
 teacher even where it was trained to, an optimisation rather than a generalisation problem.
 The images are the un-augmented training split (``datamodule.loader("train")``), so the value

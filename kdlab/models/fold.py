@@ -3,7 +3,7 @@
 A frozen teacher only ever runs in eval mode, where ``BN(conv(x))`` is one affine map per
 output channel after the convolution, so it can be baked into the convolution's weight and
 bias. That removes a memory-bound pass over every activation, the cheapest speed-up for the
-teacher's forward in KD (issue 7).
+teacher's forward in KD.
 
 Which pairs are folded is read from the model's actual data flow, not from attribute names: the
 model's ``forward`` is traced with ``torch.fx`` and a ``Conv2d`` is folded into a

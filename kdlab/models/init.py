@@ -1,11 +1,11 @@
 """How a student's weights start: a seed of their own, and initialisation proximity.
 
-Paired comparisons (baseline vs distilled student, SPEC §1.2) are only truly paired when both
+Paired comparisons (baseline vs distilled student, the introductory notebook) are only truly paired when both
 students start from identical weights; ``seeded_build`` builds a network under its own seed
 (``init_seed``) inside ``torch.random.fork_rng`` so that the run's ``seed`` alone drives the data
 order, and building the network does not shift the global random stream.
 
-Initialisation proximity (SPEC §1.3, "Does KD really work?"): the student starts at
+Initialisation proximity (the "Does KD really work?" replication, "Does KD really work?"): the student starts at
 ``θ_s = λ·θ_teacher + (1 − λ)·θ_random`` and trains with the learning rate scaled by
 ``(1 − λ)``, so larger λ keeps it closer to the teacher's basin.
 

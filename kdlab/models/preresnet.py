@@ -1,6 +1,6 @@
 """PreResNet-20 for CIFAR (He et al. 2016, pre-activation), the replication study's model.
 
-Three stages of three pre-activation basic blocks with widths [16, 32, 64] (SPEC §1.3),
+Three stages of three pre-activation basic blocks with widths [16, 32, 64] (the "Does KD really work?" replication),
 ≈0.27M parameters. Stages are named ``layer1``–``layer3`` like the ResNets' so that feature KD
 and CKA address every model the same way.
 """
@@ -77,10 +77,10 @@ class PreResNet(StagedModel):
 
 
 def preresnet20(num_classes: int = 100, widths: tuple[int, int, int] = (16, 32, 64)) -> PreResNet:
-    """PreResNet-20 with widths [16, 32, 64] (SPEC §1.3)."""
+    """PreResNet-20 with widths [16, 32, 64] (the "Does KD really work?" replication)."""
     return PreResNet(20, widths, num_classes, arch="preresnet20")
 
 
 def preresnet56(num_classes: int = 100) -> PreResNet:
-    """PreResNet-56, the notebook-style ResNet teacher for the small CNN (SPEC §1.2)."""
+    """PreResNet-56, the notebook-style ResNet teacher for the small CNN (the introductory notebook)."""
     return PreResNet(56, (16, 32, 64), num_classes, arch="r56")

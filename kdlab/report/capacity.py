@@ -1,4 +1,4 @@
-"""The capacity-gap table of SPEC §1.1: does the teacher–student gap moderate the KD gain?
+"""The capacity-gap table: does the teacher–student gap moderate the KD gain?
 
 One row per (teacher, student) pair of a dataset:
 ``Teacher (acc) | Student (acc) | T–S gap | Logit-KD Δ | Feature-KD Δ | Best``.

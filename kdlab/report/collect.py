@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_FILE = "results.json"
-# Without these a run cannot be grouped, paired by seed or ranked on val (SPEC §2).
+# Without these a run cannot be grouped, paired by seed or ranked on val.
 REQUIRED_KEYS = ("dataset", "student", "method", "seed", "val_acc_best", "test_acc_best")
 NUMERIC_KEYS = (
     "alpha", "temperature", "beta", "val_acc_best", "test_acc_best", "test_acc_final",

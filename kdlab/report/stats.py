@@ -3,7 +3,7 @@
 Every comparison with a baseline is *paired by seed* (same seed → same init and data order),
 which removes the seed-to-seed variance both runs share; seeds present on only one side are
 reported and left out of the test rather than mixed into it. The best configuration is picked
-on validation accuracy only, so the test numbers stay an unbiased estimate (SPEC §1.1).
+on validation accuracy only, so the test numbers stay an unbiased estimate (the capacity-gap study).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """OmegaConf resolvers used by the configs (registered on import of ``kdlab.train``).
 
 ``${kdlab.precision:}`` picks the precision from the hardware (bf16-mixed on GPUs that support
-it, 16-mixed on older GPUs, 32-true on CPU, SPEC §2); ``${kdlab.tag:${distill},${seed}}`` turns the
+it, 16-mixed on older GPUs, 32-true on CPU); ``${kdlab.tag:${distill},${seed}}`` turns the
 distillation method's settings and the seed into the short tag used in run names and sweep
 folder names (``a0.5_T4_s0``).
 """
