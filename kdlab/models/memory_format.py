@@ -72,6 +72,9 @@ def choose_channels_last(
     key = _key(net, device, size, train)
     remembered = _remembered().get(key)
     if isinstance(remembered, bool):
+        log.info("channels_last=auto for %s: %s (measured earlier on this machine, %s)",
+                 getattr(net, "arch", type(net).__name__),
+                 "channels_last" if remembered else "NCHW", _cache_file())  # fmt: skip
         return remembered
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
