@@ -19,21 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from kdlab.distill.base import KDLoss, check_positive
-from kdlab.distill.parts import (
-    match_size,
-    pair_name,
-    paired_features,
-    probe_shapes,
-    require_maps,
-    resolve_stages,
-    stage_parts,
-    stages_argument,
-)
+from kdlab.distill.base import check_positive
+from kdlab.distill.parts import StagePairLoss, match_size
 
 
 # -- attention transfer ----------------------------------------------------------------------
@@ -42,7 +32,7 @@ def attention_map(f: Tensor, p: float) -> Tensor:
     return F.normalize(f.abs().pow(p).mean(dim=1).flatten(1), dim=1)
 
 
-class AttentionTransfer(KDLoss):
+class AttentionTransfer(StagePairLoss):
     """Match the student's spatial attention maps to the teacher's (AT).
 
     Args:
@@ -56,35 +46,17 @@ class AttentionTransfer(KDLoss):
 
     short_names = {"p": "p"}
 
+    method, needs_maps = "AT", True
+
     def __init__(self, p: float = 2.0, stages: str | Sequence[str] = "body") -> None:
-        super().__init__()
+        super().__init__(stages)
         self.p = check_positive(
             "p", p, "AT's attention exponent must be a finite number > 0; pass e.g. p=2"
         )
-        self.stages, self.stage_pairs = stages_argument(stages, "AT")
 
-    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        self.stage_pairs = resolve_stages(self.stages, student, teacher, "AT")
-        require_maps(probe_shapes(student, teacher, self.stage_pairs), self.stage_pairs, "AT")
-
-    def forward(
-        self,
-        s_logits: Tensor,
-        t_logits: Tensor | None,
-        targets: Tensor,
-        s_feats: dict[str, Tensor] | None = None,
-        t_feats: dict[str, Tensor] | None = None,
-        index: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        feats = paired_features(s_feats, t_feats, self.stage_pairs, "AT")
-        terms: dict[str, Tensor] = {}
-        with torch.autocast(s_logits.device.type, enabled=False):
-            for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True):
-                fs, ft = match_size(fs, ft, "AT")
-                diff = attention_map(fs, self.p) - attention_map(ft, self.p)
-                terms[pair_name(s, t)] = diff.pow(2).mean()
-            loss = torch.stack(list(terms.values())).sum()
-        return {"loss": loss, **stage_parts(terms)}
+    def pair_loss(self, name: str, fs: Tensor, ft: Tensor) -> Tensor:
+        fs, ft = match_size(fs, ft, "AT")
+        return (attention_map(fs, self.p) - attention_map(ft, self.p)).pow(2).mean()
 
     def extra_repr(self) -> str:
         return f"p={self.p}, stages={self.stages!r}"

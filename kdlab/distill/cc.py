@@ -22,18 +22,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
-from kdlab.distill.base import KDLoss, check_int
-from kdlab.distill.parts import (
-    pair_name,
-    paired_features,
-    probe_shapes,
-    resolve_stages,
-    stage_parts,
-    stages_argument,
-)
+from kdlab.distill.base import check_int
+from kdlab.distill.parts import StagePairLoss, pair_name
 
 
 def neighbour_congruence(e_s: Tensor, e_t: Tensor) -> Tensor:
@@ -44,7 +36,7 @@ def neighbour_congruence(e_s: Tensor, e_t: Tensor) -> Tensor:
     return (delta[:-1] * delta[1:]).sum(dim=1).mean()
 
 
-class CorrelationCongruence(KDLoss):
+class CorrelationCongruence(StagePairLoss):
     """The benchmark's CC: a product of neighbouring samples' embedding gaps.
 
     Args:
@@ -57,44 +49,29 @@ class CorrelationCongruence(KDLoss):
 
     short_names = {"dim": "d"}
 
+    method = "CC"
+
     def __init__(self, dim: int = 128, stages: str | Sequence[str] = "pool") -> None:
-        super().__init__()
+        super().__init__(stages)
         self.dim = check_int(
             "dim", dim, 1, "the embedding size of CC must be an integer >= 1; pass e.g. dim=128"
         )
-        self.stages, self.stage_pairs = stages_argument(stages, "CC")
         self.embed_s = nn.ModuleDict()
         self.embed_t = nn.ModuleDict()
 
     def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        self.stage_pairs = resolve_stages(self.stages, student, teacher, "CC")
-        shapes = probe_shapes(student, teacher, self.stage_pairs)
+        shapes = self.resolve(student, teacher)
         self.embed_s, self.embed_t = nn.ModuleDict(), nn.ModuleDict()
         for (s, t), (ss, ts) in zip(self.stage_pairs, shapes, strict=True):
             self.embed_s[pair_name(s, t)] = nn.Linear(math.prod(ss), self.dim)
             self.embed_t[pair_name(s, t)] = nn.Linear(math.prod(ts), self.dim)
 
-    def forward(
-        self,
-        s_logits: Tensor,
-        t_logits: Tensor | None,
-        targets: Tensor,
-        s_feats: dict[str, Tensor] | None = None,
-        t_feats: dict[str, Tensor] | None = None,
-        index: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        if not self.embed_s:
-            raise RuntimeError("CC: call bind(student, teacher) before computing the loss")
-        feats = paired_features(s_feats, t_feats, self.stage_pairs, "CC")
-        terms: dict[str, Tensor] = {}
-        with torch.autocast(s_logits.device.type, enabled=False):
-            for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True):
-                name = pair_name(s, t)
-                e_s = self.embed_s[name](fs.flatten(1))
-                e_t = self.embed_t[name](ft.flatten(1))
-                terms[name] = neighbour_congruence(e_s, e_t)
-            loss = torch.stack(list(terms.values())).sum()
-        return {"loss": loss, **stage_parts(terms)}
+    def bound(self) -> bool:
+        return bool(self.embed_s)
+
+    def pair_loss(self, name: str, fs: Tensor, ft: Tensor) -> Tensor:
+        e_s, e_t = self.embed_s[name](fs.flatten(1)), self.embed_t[name](ft.flatten(1))
+        return neighbour_congruence(e_s, e_t)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, stages={self.stages!r}"

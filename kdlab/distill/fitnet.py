@@ -28,20 +28,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.distill.base import KDLoss, check_int
-from kdlab.distill.parts import (
-    pair_name,
-    paired_features,
-    probe_shapes,
-    require_maps,
-    resolve_stages,
-    stage_parts,
-    stages_argument,
-)
+from kdlab.distill.base import check_int
+from kdlab.distill.parts import StagePairLoss, pair_name, probe_shapes, require_maps, resolve_stages
 
 
 class HintRegressor(nn.Module):
@@ -68,7 +59,7 @@ class HintRegressor(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-class FitNet(KDLoss):
+class FitNet(StagePairLoss):
     """Hint loss: MSE between the regressed student map and the teacher map (FitNets).
 
     Args:
@@ -80,9 +71,11 @@ class FitNet(KDLoss):
     Returns ``{"loss": L_hint}`` (plus one part per pair when several are used).
     """
 
+    method, needs_maps = "FitNet", True
+
     def __init__(self, stages: str | Sequence[str] = "body", hint: int | None = 1) -> None:
-        super().__init__()
-        self.stages, pairs = stages_argument(stages, "FitNet")
+        super().__init__(stages)
+        pairs = self.stage_pairs
         if hint is not None:
             hint = check_int(
                 "hint", hint, 0,
@@ -113,25 +106,11 @@ class FitNet(KDLoss):
              for (s, t), (ss, ts) in zip(self.stage_pairs, shapes, strict=True)}
         )  # fmt: skip
 
-    def forward(
-        self,
-        s_logits: Tensor,
-        t_logits: Tensor | None,
-        targets: Tensor,
-        s_feats: dict[str, Tensor] | None = None,
-        t_feats: dict[str, Tensor] | None = None,
-        index: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        if not self.regressors:
-            raise RuntimeError("FitNet: call bind(student, teacher) before computing the loss")
-        feats = paired_features(s_feats, t_feats, self.stage_pairs, "FitNet")
-        terms: dict[str, Tensor] = {}
-        with torch.autocast(s_logits.device.type, enabled=False):
-            for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True):
-                name = pair_name(s, t)
-                terms[name] = F.mse_loss(self.regressors[name](fs), ft)
-            loss = torch.stack(list(terms.values())).sum()
-        return {"loss": loss, **stage_parts(terms)}
+    def bound(self) -> bool:
+        return bool(self.regressors)
+
+    def pair_loss(self, name: str, fs: Tensor, ft: Tensor) -> Tensor:
+        return F.mse_loss(self.regressors[name](fs), ft)
 
     def extra_repr(self) -> str:
         return f"stages={self.stages!r}, hint={self.hint}"

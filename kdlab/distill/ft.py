@@ -47,17 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlab.distill.at import attention_map
-from kdlab.distill.base import KDLoss, check_int, check_positive, validate_weight
-from kdlab.distill.parts import (
-    match_size,
-    pair_name,
-    paired_features,
-    probe_shapes,
-    require_maps,
-    resolve_stages,
-    stage_parts,
-    stages_argument,
-)
+from kdlab.distill.base import check_int, check_positive, validate_weight
+from kdlab.distill.parts import StagePairLoss, match_size, pair_name, stage_parts
 
 
 def _conv_stack(
@@ -90,7 +81,7 @@ class Paraphraser(nn.Module):
         return factor, self.decoder(factor)
 
 
-class FactorTransfer(KDLoss):
+class FactorTransfer(StagePairLoss):
     """Paraphraser reconstruction for ``init_epochs`` epochs, then factor transfer (FT).
 
     Args:
@@ -118,7 +109,7 @@ class FactorTransfer(KDLoss):
         rec_weight: float = 1.0,
         stages: str | Sequence[str] = "last",
     ) -> None:
-        super().__init__()
+        super().__init__(stages)
         self.rate = check_positive(
             "rate", rate, "FT's paraphrase rate must be a finite number > 0; pass e.g. rate=0.5"
         )
@@ -133,14 +124,13 @@ class FactorTransfer(KDLoss):
             "the paraphraser's training epochs must be an integer >= 0; pass e.g. init_epochs=30",
         )  # fmt: skip
         self.rec_weight = validate_weight("rec_weight", rec_weight)
-        self.stages, self.stage_pairs = stages_argument(stages, "FT")
         self.paraphrasers = nn.ModuleDict()
         self.translators = nn.ModuleDict()
 
+    method, needs_maps = "FT", True
+
     def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        self.stage_pairs = resolve_stages(self.stages, student, teacher, "FT")
-        shapes = probe_shapes(student, teacher, self.stage_pairs)
-        require_maps(shapes, self.stage_pairs, "FT")
+        shapes = self.resolve(student, teacher)
         self.paraphrasers, self.translators = nn.ModuleDict(), nn.ModuleDict()
         for (s, t), (ss, ts) in zip(self.stage_pairs, shapes, strict=True):
             factor = int(ts[0] * self.rate)
@@ -165,6 +155,18 @@ class FactorTransfer(KDLoss):
         diff = (attention_map(f_s, self.p) - attention_map(f_t, self.p)).abs()
         return diff.mean() if self.q == 1.0 else diff.pow(self.q).mean()
 
+    def bound(self) -> bool:
+        return bool(self.paraphrasers)
+
+    def pair_loss(self, name: str, fs: Tensor, ft: Tensor) -> Tensor:
+        """The factor distance after the initialisation; the paraphraser's reconstruction
+        error during it (the student's feature is then unused)."""
+        if self.initialising:
+            return F.mse_loss(self.paraphrasers[name](ft)[1], ft)
+        with torch.no_grad():  # the paraphraser is frozen after its initialisation
+            factor_t = self.paraphrasers[name].encoder(ft)
+        return self.factor_distance(self.translators[name](fs), factor_t)
+
     def forward(
         self,
         s_logits: Tensor,
@@ -174,24 +176,11 @@ class FactorTransfer(KDLoss):
         t_feats: dict[str, Tensor] | None = None,
         index: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        if not self.paraphrasers:
-            raise RuntimeError("FT: call bind(student, teacher) before computing the loss")
-        feats = paired_features(s_feats, t_feats, self.stage_pairs, "FT")
-        terms: dict[str, Tensor] = {}
-        with torch.autocast(s_logits.device.type, enabled=False):
-            if self.initialising:
-                for (s, t), (_, ft) in zip(self.stage_pairs, feats, strict=True):
-                    _, rebuilt = self.paraphrasers[pair_name(s, t)](ft)
-                    terms[pair_name(s, t)] = F.mse_loss(rebuilt, ft)
-                rec = torch.stack(list(terms.values())).sum()
-                return {"loss": self.rec_weight * rec, "rec": rec.detach(), **stage_parts(terms)}
-            for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True):
-                name = pair_name(s, t)
-                with torch.no_grad():  # the paraphraser is frozen after its initialisation
-                    factor_t = self.paraphrasers[name].encoder(ft)
-                terms[name] = self.factor_distance(self.translators[name](fs), factor_t)
-            loss = torch.stack(list(terms.values())).sum()
-        return {"loss": loss, **stage_parts(terms)}
+        if not self.initialising:
+            return super().forward(s_logits, t_logits, targets, s_feats, t_feats, index)
+        terms = self.pair_terms(s_feats, t_feats)
+        rec = torch.stack(list(terms.values())).sum()
+        return {"loss": self.rec_weight * rec, "rec": rec.detach(), **stage_parts(terms)}
 
     def extra_repr(self) -> str:
         return (

@@ -20,21 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from kdlab.distill.base import KDLoss
-from kdlab.distill.parts import (
-    match_size,
-    pair_name,
-    paired_features,
-    probe_shapes,
-    require_maps,
-    resolve_stages,
-    stage_parts,
-    stages_argument,
-)
+from kdlab.distill.parts import StagePairLoss, match_size
 
 
 def selectivity_patterns(f: Tensor) -> Tensor:
@@ -47,7 +36,7 @@ def poly_kernel_mean(a: Tensor, b: Tensor) -> Tensor:
     return (a @ b.transpose(1, 2)).pow(2).mean()
 
 
-class NST(KDLoss):
+class NST(StagePairLoss):
     """Squared MMD between the channels' normalised maps, polynomial kernel (NST).
 
     Args:
@@ -57,35 +46,15 @@ class NST(KDLoss):
     Returns ``{"loss": L_NST}`` (plus one part per stage pair when there are several).
     """
 
+    method, needs_maps = "NST", True
+
     def __init__(self, stages: str | Sequence[str] = "body") -> None:
-        super().__init__()
-        self.stages, self.stage_pairs = stages_argument(stages, "NST")
+        super().__init__(stages)
 
-    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        self.stage_pairs = resolve_stages(self.stages, student, teacher, "NST")
-        require_maps(probe_shapes(student, teacher, self.stage_pairs), self.stage_pairs, "NST")
-
-    def forward(
-        self,
-        s_logits: Tensor,
-        t_logits: Tensor | None,
-        targets: Tensor,
-        s_feats: dict[str, Tensor] | None = None,
-        t_feats: dict[str, Tensor] | None = None,
-        index: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        feats = paired_features(s_feats, t_feats, self.stage_pairs, "NST")
-        terms: dict[str, Tensor] = {}
-        with torch.autocast(s_logits.device.type, enabled=False):
-            for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True):
-                fs, ft = match_size(fs, ft, "NST")
-                ps, pt = selectivity_patterns(fs), selectivity_patterns(ft)
-                terms[pair_name(s, t)] = (
-                    poly_kernel_mean(pt, pt) + poly_kernel_mean(ps, ps)
-                    - 2.0 * poly_kernel_mean(ps, pt)
-                )  # fmt: skip
-            loss = torch.stack(list(terms.values())).sum()
-        return {"loss": loss, **stage_parts(terms)}
+    def pair_loss(self, name: str, fs: Tensor, ft: Tensor) -> Tensor:
+        fs, ft = match_size(fs, ft, "NST")
+        ps, pt = selectivity_patterns(fs), selectivity_patterns(ft)
+        return poly_kernel_mean(pt, pt) + poly_kernel_mean(ps, ps) - 2.0 * poly_kernel_mean(ps, pt)
 
     def extra_repr(self) -> str:
         return f"stages={self.stages!r}"

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.distill.base import parse_stage_pairs
+from kdlab.distill.base import KDLoss, parse_stage_pairs
 from kdlab.models.base import check_stages, stage_shapes
 
 ROLES = ("body", "last", "pool")
@@ -224,3 +225,62 @@ def warmup_factor(epoch: int, warmup: int) -> float:
 def hard_classes(targets: Tensor) -> Tensor:
     """Class indices [B] from class indices or soft targets [B, C] (MixUp: the argmax)."""
     return targets.argmax(dim=-1) if targets.ndim == 2 else targets.long()
+
+
+class StagePairLoss(KDLoss):
+    """A loss summed over stage pairs, ``L = Σ_pairs pair_loss(pair, f_s, f_t)``: the common
+    body of the feature methods (stage choice, shape probing, float32 features with the
+    teacher's detached, one logged part per pair when there are several).
+
+    Subclasses set ``method`` (its name in messages) and ``needs_maps`` (refuse the pooled
+    vector), build their trainable parts in ``bind`` after ``resolve``, say in ``bound`` whether
+    those exist, and implement ``pair_loss``.
+    """
+
+    method = "loss"
+    needs_maps = False
+
+    def __init__(self, stages: str | Sequence[str]) -> None:
+        super().__init__()
+        self.stages, self.stage_pairs = stages_argument(stages, self.method)
+
+    def resolve(self, student: nn.Module, teacher: nn.Module | None) -> list:
+        """Set ``stage_pairs`` for these models; the ``(student, teacher)`` shape per pair."""
+        self.stage_pairs = resolve_stages(self.stages, student, teacher, self.method)
+        shapes = probe_shapes(student, teacher, self.stage_pairs)
+        if self.needs_maps:
+            require_maps(shapes, self.stage_pairs, self.method)
+        return shapes
+
+    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        self.resolve(student, teacher)
+
+    def bound(self) -> bool:
+        """Whether ``bind`` built what ``pair_loss`` needs."""
+        return True
+
+    def pair_loss(self, name: str, f_s: Tensor, f_t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def pair_terms(self, s_feats, t_feats) -> dict[str, Tensor]:
+        """``{pair name: pair_loss}`` in float32 with autocast off."""
+        if not self.bound():
+            raise RuntimeError(
+                f"{self.method}: call bind(student, teacher) before computing the loss"
+            )
+        feats = paired_features(s_feats, t_feats, self.stage_pairs, self.method)
+        with torch.autocast(feats[0][0].device.type, enabled=False):
+            return {pair_name(s, t): self.pair_loss(pair_name(s, t), fs, ft)
+                    for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True)}  # fmt: skip
+
+    def forward(
+        self,
+        s_logits: Tensor,
+        t_logits: Tensor | None,
+        targets: Tensor,
+        s_feats: dict[str, Tensor] | None = None,
+        t_feats: dict[str, Tensor] | None = None,
+        index: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        terms = self.pair_terms(s_feats, t_feats)
+        return {"loss": torch.stack(list(terms.values())).sum(), **stage_parts(terms)}

@@ -22,16 +22,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from kdlab.distill.base import KDLoss
-from kdlab.distill.parts import (
-    pair_name,
-    paired_features,
-    resolve_stages,
-    stage_parts,
-    stages_argument,
-)
+from kdlab.distill.parts import StagePairLoss
 
 EPS = 1e-7  # the authors' constant, in the norm and in the log ratio
 
@@ -44,7 +37,7 @@ def neighbour_probabilities(f: Tensor) -> Tensor:
     return kernel / kernel.sum(dim=1, keepdim=True)
 
 
-class PKT(KDLoss):
+class PKT(StagePairLoss):
     """KL divergence between the batch's cosine-kernel neighbour distributions (PKT).
 
     Args:
@@ -54,31 +47,14 @@ class PKT(KDLoss):
     Returns ``{"loss": L_PKT}`` (plus one part per stage pair when there are several).
     """
 
+    method = "PKT"
+
     def __init__(self, stages: str | Sequence[str] = "pool") -> None:
-        super().__init__()
-        self.stages, self.stage_pairs = stages_argument(stages, "PKT")
+        super().__init__(stages)
 
-    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        self.stage_pairs = resolve_stages(self.stages, student, teacher, "PKT")
-
-    def forward(
-        self,
-        s_logits: Tensor,
-        t_logits: Tensor | None,
-        targets: Tensor,
-        s_feats: dict[str, Tensor] | None = None,
-        t_feats: dict[str, Tensor] | None = None,
-        index: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        feats = paired_features(s_feats, t_feats, self.stage_pairs, "PKT")
-        terms: dict[str, Tensor] = {}
-        with torch.autocast(s_logits.device.type, enabled=False):
-            for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True):
-                p_s, p_t = neighbour_probabilities(fs), neighbour_probabilities(ft)
-                kl = p_t * torch.log((p_t + EPS) / (p_s + EPS))
-                terms[pair_name(s, t)] = kl.mean()
-            loss = torch.stack(list(terms.values())).sum()
-        return {"loss": loss, **stage_parts(terms)}
+    def pair_loss(self, name: str, fs: Tensor, ft: Tensor) -> Tensor:
+        p_s, p_t = neighbour_probabilities(fs), neighbour_probabilities(ft)
+        return (p_t * torch.log((p_t + EPS) / (p_s + EPS))).mean()
 
     def extra_repr(self) -> str:
         return f"stages={self.stages!r}"

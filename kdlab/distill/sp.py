@@ -18,18 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from kdlab.distill.base import KDLoss
-from kdlab.distill.parts import (
-    pair_name,
-    paired_features,
-    resolve_stages,
-    stage_parts,
-    stages_argument,
-)
+from kdlab.distill.parts import StagePairLoss
 
 
 def similarity_matrix(f: Tensor) -> Tensor:
@@ -38,7 +30,7 @@ def similarity_matrix(f: Tensor) -> Tensor:
     return F.normalize(q @ q.t(), dim=1)
 
 
-class SimilarityPreserving(KDLoss):
+class SimilarityPreserving(StagePairLoss):
     """Match the batch's row-normalised similarity matrices (SP).
 
     Args:
@@ -48,31 +40,14 @@ class SimilarityPreserving(KDLoss):
     Returns ``{"loss": L_SP}`` (plus one part per stage pair when there are several).
     """
 
+    method = "SP"
+
     def __init__(self, stages: str | Sequence[str] = "last") -> None:
-        super().__init__()
-        self.stages, self.stage_pairs = stages_argument(stages, "SP")
+        super().__init__(stages)
 
-    def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        self.stage_pairs = resolve_stages(self.stages, student, teacher, "SP")
-
-    def forward(
-        self,
-        s_logits: Tensor,
-        t_logits: Tensor | None,
-        targets: Tensor,
-        s_feats: dict[str, Tensor] | None = None,
-        t_feats: dict[str, Tensor] | None = None,
-        index: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        feats = paired_features(s_feats, t_feats, self.stage_pairs, "SP")
-        terms: dict[str, Tensor] = {}
-        with torch.autocast(s_logits.device.type, enabled=False):
-            for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True):
-                b = fs.shape[0]
-                diff = similarity_matrix(ft) - similarity_matrix(fs)
-                terms[pair_name(s, t)] = diff.pow(2).sum() / (b * b)
-            loss = torch.stack(list(terms.values())).sum()
-        return {"loss": loss, **stage_parts(terms)}
+    def pair_loss(self, name: str, fs: Tensor, ft: Tensor) -> Tensor:
+        b = fs.shape[0]
+        return (similarity_matrix(ft) - similarity_matrix(fs)).pow(2).sum() / (b * b)
 
     def extra_repr(self) -> str:
         return f"stages={self.stages!r}"

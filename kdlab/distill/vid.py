@@ -27,17 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.distill.base import KDLoss, check_positive
-from kdlab.distill.parts import (
-    match_size,
-    pair_name,
-    paired_features,
-    probe_shapes,
-    require_maps,
-    resolve_stages,
-    stage_parts,
-    stages_argument,
-)
+from kdlab.distill.base import check_positive
+from kdlab.distill.parts import StagePairLoss, match_size, pair_name
 
 
 def inverse_softplus(y: float) -> float:
@@ -56,7 +47,7 @@ def mean_regressor(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class VID(KDLoss):
+class VID(StagePairLoss):
     """Gaussian negative log-likelihood of the teacher's maps given the student's (VID).
 
     Args:
@@ -70,6 +61,7 @@ class VID(KDLoss):
     """
 
     short_names = {"init_pred_var": "v"}
+    method, needs_maps = "VID", True
 
     def __init__(
         self,
@@ -77,7 +69,7 @@ class VID(KDLoss):
         eps: float = 1e-5,
         stages: str | Sequence[str] = "body",
     ) -> None:
-        super().__init__()
+        super().__init__(stages)
         self.eps = check_positive(
             "eps", eps, "VID's variance floor must be a finite number > 0; pass e.g. eps=1e-5"
         )
@@ -90,14 +82,11 @@ class VID(KDLoss):
                 f"init_pred_var={init_pred_var!r} must be larger than eps={eps!r} (the variance "
                 "is softplus(α) + eps > eps); pass e.g. init_pred_var=5, eps=1e-5"
             )
-        self.stages, self.stage_pairs = stages_argument(stages, "VID")
         self.regressors = nn.ModuleDict()
         self.log_scales = nn.ParameterDict()
 
     def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
-        self.stage_pairs = resolve_stages(self.stages, student, teacher, "VID")
-        shapes = probe_shapes(student, teacher, self.stage_pairs)
-        require_maps(shapes, self.stage_pairs, "VID")
+        shapes = self.resolve(student, teacher)
         start = inverse_softplus(self.init_pred_var - self.eps)
         self.regressors, self.log_scales = nn.ModuleDict(), nn.ParameterDict()
         for (s, t), (ss, ts) in zip(self.stage_pairs, shapes, strict=True):
@@ -108,29 +97,13 @@ class VID(KDLoss):
         """σ² per teacher channel of a pair, [C_t]."""
         return F.softplus(self.log_scales[name].float()) + self.eps
 
-    def forward(
-        self,
-        s_logits: Tensor,
-        t_logits: Tensor | None,
-        targets: Tensor,
-        s_feats: dict[str, Tensor] | None = None,
-        t_feats: dict[str, Tensor] | None = None,
-        index: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        if not self.regressors:
-            raise RuntimeError("VID: call bind(student, teacher) before computing the loss")
-        feats = paired_features(s_feats, t_feats, self.stage_pairs, "VID")
-        terms: dict[str, Tensor] = {}
-        with torch.autocast(s_logits.device.type, enabled=False):
-            for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True):
-                name = pair_name(s, t)
-                fs, ft = match_size(fs, ft, "VID")
-                mean = self.regressors[name](fs)
-                var = self.variance(name).view(1, -1, 1, 1)
-                nll = 0.5 * ((mean - ft).pow(2) / var + var.log())
-                terms[name] = nll.mean()
-            loss = torch.stack(list(terms.values())).sum()
-        return {"loss": loss, **stage_parts(terms)}
+    def bound(self) -> bool:
+        return bool(self.regressors)
+
+    def pair_loss(self, name: str, fs: Tensor, ft: Tensor) -> Tensor:
+        fs, ft = match_size(fs, ft, "VID")
+        var = self.variance(name).view(1, -1, 1, 1)
+        return (0.5 * ((self.regressors[name](fs) - ft).pow(2) / var + var.log())).mean()
 
     def extra_repr(self) -> str:
         return f"init_pred_var={self.init_pred_var}, eps={self.eps}, stages={self.stages!r}"
