@@ -15,6 +15,7 @@ METHODS = ("baseline", "logit", "feature", "ensemble3", "logit_viewcache")
 def _expected_rows() -> set[str]:
     rows = {"pipeline/dataloader", "pipeline/device", "teacher_forward"}
     rows |= {"loop/lightning", "loop/plain"}
+    rows |= {f"zoo/{m}/resnet56-resnet20" for m in ("logit", "dkd", "crd", "reviewkd")}
     for mode in ("eager", "compiled"):
         for m in METHODS:
             for pipe in ("dataloader", "device"):
@@ -45,6 +46,26 @@ def test_bench_quick_writes_every_row(tmp_path):
     assert all(r["skipped"] for r in report["rows"] if r.get("mode") == "compiled")
     assert report["view_cache"]["views_per_image"] == 162
     assert "kdlab.bench" in proc.stdout and "pipeline/device" in proc.stdout  # the table
+
+
+def test_bench_epoch_rows_time_the_real_system_and_a_plain_loop(tmp_path):
+    from kdlab.data.synthetic import write_fake_cifar
+
+    write_fake_cifar(tmp_path / "data", "cifar10", n_train=160, n_test=32)
+    out = tmp_path / "epoch.json"
+    cmd = [sys.executable, "-m", "kdlab.bench", "--epoch", "--models", "cnn", "--epochs", "2",
+           "--data-root", str(tmp_path / "data"), "--val-size", "32", "--out", str(out),
+           "--threads", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    for pipe in ("dataloader", "device"):
+        kd, plain = rows[f"epoch/cnn/{pipe}/kdlab"], rows[f"epoch/cnn/{pipe}/plain"]
+        assert len(kd["epochs"]) == len(plain["epochs"]) == 2  # every epoch was timed
+        assert kd["seconds_per_epoch"] > 0 and plain["seconds_per_epoch"] > 0
+        ratio = rows[f"epoch/cnn/{pipe}/ratio"]["ratio"]
+        assert math.isclose(ratio, kd["seconds_per_epoch"] / plain["seconds_per_epoch"])
+    assert "kdlab / plain" in proc.stdout
 
 
 def test_view_cache_economics_formulas():

@@ -9,6 +9,9 @@ Rows (each: median images/s, min–max over ``--repeats`` windows of ``--steps``
   backward + clipping + optimiser) for baseline, logit KD, feature KD, a 3-teacher ensemble
   and logit KD served by the view cache (device pipeline only);
 - ``teacher_forward``: the folded teacher alone under inference mode (view-cache economics);
+- ``zoo/<method>/<teacher>-<student>``: full steps of KD, DKD, CRD and ReviewKD on a pair of
+  the CIFAR-100 benchmark (resnet32x4 → resnet8x4; ``--quick``: resnet56 → resnet20), batch 64,
+  device pipeline, with the published settings of ``conf/distill``;
 - ``loop/<lightning|plain>``: the same logit-KD step in ``Trainer.fit`` and in a hand loop.
 
 Compiled rows run on CUDA (or with ``--compile``); otherwise they are recorded as skipped with
@@ -126,6 +129,15 @@ def run(a: argparse.Namespace) -> dict:
                 it = S.endless(loader)
                 res = S.time_it(lambda: step(next(it)), b, device, *timing)  # noqa: B023
                 add(name, res, kind="step", method=method, pipeline=pipe, mode=mode)
+    zoo_labels = torch.randint(0, 100, (n,), generator=g)
+    for method in S.ZOO_METHODS:  # the benchmark pair at the benchmark's batch of 64
+        system = S.build_zoo_system(method, a.size, n)
+        step = S.make_step(system, S.prepare(system, device), device, amp)
+        it = S.endless(S.make_loader("device", images, zoo_labels, 64, device, a.workers))
+        res = S.time_it(lambda: step(next(it)), 64, device, *timing)  # noqa: B023
+        t_arch, s_arch = S.ZOO_PAIRS[a.size]
+        add(f"zoo/{method}/{t_arch}-{s_arch}", res, kind="zoo", method=method,
+            pair=f"{t_arch}-{s_arch}", batch=64)  # fmt: skip
     system = S.build_system("logit", a.size)
     S.prepare(system, device)
     x = torch.randn(b, 3, 32, 32, device=device)

@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -75,6 +76,36 @@ def build_system(method: str, size: str, num_classes: int = 10, compile: bool = 
     else:
         loss = LogitKD(alpha=0.5, temperature=4.0)
     return Distiller(student, teacher, loss, opt, grad_clip=1.0, compile=compile)
+
+
+ZOO_PAIRS = {  # (teacher, student) of the CIFAR-100 benchmark timed by the zoo rows
+    "full": ("resnet32x4", "resnet8x4"),
+    "quick": ("resnet56", "resnet20"),
+}
+ZOO_METHODS = ("logit", "dkd", "crd", "reviewkd")
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def build_zoo_system(method: str, size: str, n_train: int) -> nn.Module:
+    """A benchmark pair (100 classes) distilled with ``conf/distill/<method>.yaml`` as
+    published (CRD's memory bank sized for ``n_train`` images, at most its 16,384 negatives)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from kdlab.models.zoo import build
+
+    torch.manual_seed(0)
+    t_arch, s_arch = ZOO_PAIRS[size]
+    root = OmegaConf.create({"label_smoothing": 0.0, "alpha": 0.9, "temperature": 4})
+    root.distill = OmegaConf.load(CONF / "distill" / f"{method}.yaml")
+    if method == "crd":  # the bank needs more rows than negatives
+        root.distill.terms.crd.nce_k = min(16384, n_train - 100)
+    loss = instantiate(root.distill)
+    teacher = FrozenTeacher(_random_bn(build(t_arch, 100), 0))
+    opt = partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    system = Distiller(build(s_arch, 100), teacher, loss, opt)
+    system.criterion.bind_data(torch.arange(n_train) % 100)
+    return system
 
 
 def make_loader(
