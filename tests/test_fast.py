@@ -128,3 +128,19 @@ def test_config_defaults_fast_and_safe():
     assert cfg.compile is False  # compiling is opt-in (minutes of compile time)
     assert cfg.fold_teacher_bn is True and cfg.channels_last == "auto"
     assert cfg.view_cache is False and cfg.ensemble_vmap is True
+
+
+def test_a_resumed_run_keeps_the_memory_formats_of_its_checkpoint():
+    first = _distiller(FrozenTeacher(_net(1), channels_last=True), channels_last=True)
+    first.prepare("cpu")
+    ckpt = {"state_dict": first.state_dict()}
+    first.on_save_checkpoint(ckpt)
+    assert ckpt[first.FORMATS] == {"student": True, "teacher": True}
+    # a relaunch whose own choice would differ (another measurement) follows the checkpoint
+    again = _distiller(FrozenTeacher(_net(1), channels_last=False), channels_last=False)
+    again.prepare("cpu")
+    assert again.input_format == torch.contiguous_format and not again.teacher.channels_last
+    again.on_load_checkpoint(ckpt)
+    assert again.input_format == torch.channels_last and again.teacher.channels_last
+    assert again.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert again.describe()["channels_last"] is True

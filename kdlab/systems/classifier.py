@@ -92,6 +92,28 @@ class Classifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         self.prepare(self.trainer.strategy.root_device)
 
+    # The two memory formats round differently: a resumed run keeps the one it started with,
+    # whatever a new measurement would choose.
+    FORMATS = "kdlab_memory_formats"
+
+    def memory_formats(self) -> dict[str, bool]:
+        """Which networks run channels_last (saved in every checkpoint)."""
+        return {"student": self.input_format == torch.channels_last}
+
+    def use_memory_formats(self, formats: dict[str, bool]) -> None:
+        nhwc = bool(formats.get("student", False))
+        self.input_format = torch.channels_last if nhwc else torch.contiguous_format
+        self.net.to(memory_format=self.input_format)
+        if self.prepared is not None:
+            self.prepared["channels_last"] = nhwc
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[self.FORMATS] = self.memory_formats()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.FORMATS in checkpoint:
+            self.use_memory_formats(checkpoint[self.FORMATS])
+
     def use_test_prefix(self, prefix: str) -> None:
         """Log the next test run as ``<prefix>/…`` (``test_final`` for the final weights)."""
         self.test_prefix = prefix

@@ -203,12 +203,22 @@ class Distiller(Classifier):
         return {"train_agreement": fid["agreement"], "train_kl": fid["kl"]}
 
     # -- the teacher stays out of checkpoints ---------------------------------------------
+    def memory_formats(self) -> dict[str, bool]:
+        return super().memory_formats() | {"teacher": self.teacher.channels_last}
+
+    def use_memory_formats(self, formats: dict[str, bool]) -> None:
+        super().use_memory_formats(formats)
+        if "teacher" in formats:
+            self.teacher.use_channels_last(bool(formats["teacher"]))
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
         for k, v in self.teacher.state_dict().items():
             state.setdefault(f"teacher.{k}", v)

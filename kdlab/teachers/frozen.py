@@ -65,7 +65,7 @@ class _Frozen(nn.Module):
             self._fold()
             done["fold_bn"] = True
         if choose_channels_last(self.fast["channels_last"], self, device, train=False):
-            self.to(memory_format=torch.channels_last)
+            self.use_channels_last(True)
             done["channels_last"] = True
         if self.fast["vmap"]:
             done["vmap"] = self._stack()
@@ -76,6 +76,19 @@ class _Frozen(nn.Module):
         self.prepared = done
         log.info("teacher %s: %s", self.label, ", ".join(f"{k}={v}" for k, v in done.items()))
         return done
+
+    channels_last = False  # the memory format the running networks are in
+
+    def use_channels_last(self, flag: bool) -> None:
+        """Run in channels_last (NHWC) or back in NCHW (stacked ensemble members keep their
+        batched layout: a memory format is a property of 4-D tensors)."""
+        fmt = torch.channels_last if flag else torch.contiguous_format
+        for net in self._running():
+            if not isinstance(net, StackedMembers):
+                net.to(memory_format=fmt)
+        self.channels_last = bool(flag)
+        if self.prepared is not None:
+            self.prepared["channels_last"] = self.channels_last
 
     @torch.no_grad()
     def predict(self, x: Tensor, stages: bool = False, preact: bool = False):

@@ -69,7 +69,13 @@ class EpochLog(L.Callback):
         m = trainer.callback_metrics
         done, total = trainer.current_epoch + 1, trainer.max_epochs
         parts = [f"epoch {done}/{total}"]
-        loss = _value(m, "train/loss_epoch") or _value(m, "train/loss")
+        # callbacks run before the module's own epoch end, where kdlab systems log the epoch's
+        # training means: read them from the system's running sums instead
+        stats = getattr(pl_module, "train_stats", None)
+        if stats is not None and stats.count:
+            loss = float(stats.means()["loss"])
+        else:
+            loss = _value(m, "train/loss_epoch") or _value(m, "train/loss")
         if loss is not None:
             parts.append(f"train loss {loss:.4f}")
         acc, best = _value(m, "val/acc"), _value(m, "val/acc_best")
