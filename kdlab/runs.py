@@ -95,6 +95,10 @@ class RunLock:
         self.path = Path(out) / LOCK
         self.held = False
 
+    def in_use(self) -> bool:
+        """Whether a live run (not this lock object) holds the folder: a fresh lock file."""
+        return self.path.is_file() and not self._stale(self._holder())
+
     def _holder(self) -> dict[str, Any]:
         try:
             return json.loads(self.path.read_text())

@@ -59,3 +59,16 @@ class HardExit(L.Callback):
         import os
 
         os._exit(3)
+
+
+class SleepPerBatch(L.Callback):
+    """Sleep after every training batch: a tiny run lasts long enough to meet a SLURM time limit
+    (or a ``scancel``) mid-epoch, without changing what it computes (no RNG, no state)."""
+
+    def __init__(self, seconds: float = 0.5) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import time
+
+        time.sleep(self.seconds)

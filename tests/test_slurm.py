@@ -1,7 +1,8 @@
 """The SLURM launcher config composes and submitit builds the job array from it (no cluster):
 the generated sbatch script carries one GPU per job, one task per device, the time limit, the
-array throttle, the partition, and the pre-timeout SIGUSR1 that Lightning's auto-requeue
-handles. Site settings come from the git-ignored conf/local/default.yaml (template shipped).
+array throttle, the partition, and the pre-timeout SIGUSR1 that kdlab.slurm.SlurmRequeue
+handles (Lightning's auto-requeue is off). Site settings come from the git-ignored
+conf/local/default.yaml (template shipped). tests/test_slurm_cluster.py runs a real SLURM.
 """
 
 from __future__ import annotations
@@ -126,10 +127,12 @@ def test_site_config_is_git_ignored_but_the_template_is_not():
     assert not ignored("conf/local/example.yaml.txt")
 
 
-def test_lightning_slurm_environment_requeues_on_sigusr1(monkeypatch):
+def test_lightning_slurm_environment_leaves_requeueing_to_kdlab(monkeypatch):
+    """Lightning's own auto-requeue (hpc_ckpt mid-epoch, scontrol requeue from any process that
+    gets SIGUSR1) is off: kdlab.slurm.SlurmRequeue requeues, once, in the training process."""
     from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
-    from kdlab.sweep import slurm_environment
+    from kdlab.slurm import slurm_environment
 
     for key in [k for k in os.environ if k.startswith("SLURM_")]:
         monkeypatch.delenv(key)
@@ -138,7 +141,7 @@ def test_lightning_slurm_environment_requeues_on_sigusr1(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_NAME", "r50_r18_logit")
     env = slurm_environment()
     assert isinstance(env, SLURMEnvironment)
-    assert env.auto_requeue and env.requeue_signal == signal.SIGUSR1
+    assert not env.auto_requeue and env.requeue_signal == signal.SIGUSR1
 
 
 def test_submitit_requeue_resubmits_the_same_job():
