@@ -115,3 +115,38 @@ def test_exported_weights_rebuild_from_their_own_config(tmp_path):
     again = load_exported(path)
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(again(x), net.eval()(x))
+
+
+def test_published_benchmark_teachers_load_strictly_and_wrong_ones_say_what_differs(tmp_path):
+    """A released teacher (weights under "model", the published parameter names) loads with
+    teacher.ckpt=; a file of another architecture names the file and its first mismatches."""
+    from kdlab.models.resnet import resnet50
+    from kdlab.models.zoo.published import to_published_state
+    from kdlab.models.zoo.resnet import resnet8, resnet8x4, resnet32x4
+
+    torch.manual_seed(0)
+    net = resnet32x4(100).eval()
+    good = tmp_path / "resnet32x4_vanilla" / "ckpt_epoch_240.pth"
+    good.parent.mkdir()
+    torch.save({"epoch": 240, "model": net.state_dict(), "accuracy": 79.4}, good)
+    kw = {"arch": "resnet32x4", "dataset": "cifar100", "num_classes": 100, "store": str(tmp_path)}
+    teacher = build_teacher(model=lambda: resnet32x4(100), ckpt=str(good), **kw)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(teacher(x), net(x))
+    # the benchmark's ResNet50 is kdlab's r50 under other names (shortcut → downsample, linear → fc)
+    r50 = resnet50(100).eval()
+    published = tmp_path / "ResNet50.pth"
+    torch.save({"model": to_published_state("r50", r50.state_dict())}, published)
+    kw50 = kw | {"arch": "r50"}
+    assert torch.allclose(build_teacher(model=lambda: resnet50(100), ckpt=str(published), **kw50)(x),
+                          r50(x), atol=1e-6)  # fmt: skip
+    with pytest.raises(ValueError) as err:  # deeper: keys the smaller network does not have
+        build_teacher(model=lambda: resnet8x4(100), ckpt=str(good), **kw | {"arch": "resnet8x4"})
+    message = str(err.value)
+    assert str(good) in message and "does not match the 'resnet8x4' architecture" in message
+    assert "144 unexpected: layer1.1.conv1.weight" in message
+    assert "python -m kdlab.train +experiment=teacher model=resnet8x4 data=cifar100" in message
+    narrow = tmp_path / "resnet8x4.pth"  # same names, 4× the widths of resnet8
+    torch.save({"model": resnet8x4(100).state_dict()}, narrow)
+    with pytest.raises(ValueError, match=r"shape: conv1.weight \(32, 3, 3, 3\) ≠ \(16, 3, 3, 3\)"):
+        build_teacher(model=lambda: resnet8(100), ckpt=str(narrow), **kw | {"arch": "resnet8"})
