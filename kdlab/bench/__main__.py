@@ -77,6 +77,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     e.add_argument("--verify", default="md5", choices=["md5", "structure"],
                    help="data.verify for the copy in --data-root")  # fmt: skip
     e.add_argument("--val-size", type=int, default=5000, help="data.val_size")
+    e.add_argument("--train-batches", type=int, default=None,
+                   help="training batches per epoch (default: the whole split)")  # fmt: skip
     a = p.parse_args(argv)
     q = a.quick
     a.batch_size = a.batch_size or (16 if q else 128)
@@ -200,10 +202,11 @@ def epoch_main(a: argparse.Namespace) -> dict:
     batch = a.batch_size if a.batch_size != 128 else 64  # the benchmark students' batch
     data = [f"data.root={a.data_root}", f"data.verify={a.verify}", f"data.val_size={a.val_size}"]
     settings = {"models": a.models.split(","), "pipelines": a.pipelines.split(","),
-                "epochs": a.epochs, "batch": batch, "threads": a.threads or 1, "data": data}  # fmt: skip
+                "epochs": a.epochs, "batch": batch, "threads": a.threads or 1, "data": data,
+                "train_batches": a.train_batches}  # fmt: skip
     print(f"kdlab.bench --epoch: {settings}", flush=True)
     rows = epoch_rows(settings["models"], settings["pipelines"], data, a.epochs, batch,
-                      settings["threads"])  # fmt: skip
+                      settings["threads"], a.train_batches)  # fmt: skip
     report = {"hardware": hardware(), "settings": settings, "rows": rows}
     Path(a.out).write_text(json.dumps(report, indent=2))
     from rich.console import Console

@@ -6,7 +6,8 @@ real system — ``+experiment=baseline_cnn`` with its callbacks, metrics, loggin
 and per-epoch line — in a subprocess, and a hand-written loop on the same network, the same
 loader (the data module's own DataLoader or device pipeline) and the same batch size, in one
 ``kdlab.bench --epoch`` run. Both use Adam and no augmentation, and an epoch includes the
-validation pass. Reported: seconds per epoch (median of the epochs after the first, which
+validation pass (``--train-batches N`` shortens the training part of every epoch of both, for
+slow models on a CPU). Reported: seconds per epoch (median of the epochs after the first, which
 pays for start-up), images/s, and the ratio kdlab / plain.
 """
 
@@ -51,7 +52,7 @@ class EpochTimer(L.Callback):
 
 
 def kdlab_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch: int,
-                 threads: int) -> dict:  # fmt: skip
+                 threads: int, train_batches: int | None = None) -> dict:  # fmt: skip
     """Run ``python -m kdlab.train`` for ``epochs`` epochs and read its epoch times."""
     with tempfile.TemporaryDirectory() as tmp:
         timer = Path(tmp) / "epochs.json"
@@ -64,6 +65,8 @@ def kdlab_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch:
             f"+callbacks.bench_timer.path={timer}", f"hydra.run.dir={tmp}/run",
             f"paths.log_dir={tmp}/logs",
         ]  # fmt: skip
+        if train_batches:
+            args.append(f"trainer.limit_train_batches={train_batches}")
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), WANDB_MODE="offline")
         proc = subprocess.run(args, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
@@ -71,7 +74,8 @@ def kdlab_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch:
         return json.loads(timer.read_text())
 
 
-def plain_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch: int) -> dict:
+def plain_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch: int,
+                 train_batches: int | None = None) -> dict:  # fmt: skip
     """The same network, loaders and optimiser in a hand-written loop (no framework at all)."""
     cfg = OmegaConf.load(CONF / "data" / "cifar10.yaml")
     cfg.merge_with(OmegaConf.from_dotlist([d.removeprefix("data.") for d in data]))
@@ -90,7 +94,9 @@ def plain_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch:
     for _ in range(epochs):
         start, seen = time.perf_counter(), 0
         net.train()
-        for b in dm.loader("train", train=True):
+        for i, b in enumerate(dm.loader("train", train=True)):
+            if train_batches and i >= train_batches:
+                break
             b = b.to(device)
             loss = F.cross_entropy(net(b.x), b.y)
             opt.zero_grad(set_to_none=True)
@@ -110,14 +116,14 @@ def plain_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch:
 
 
 def epoch_rows(models: list[str], pipelines: list[str], data: list[str], epochs: int,
-               batch: int, threads: int) -> list[dict]:  # fmt: skip
+               batch: int, threads: int, train_batches: int | None = None) -> list[dict]:  # fmt: skip
     """One kdlab row, one plain row and their ratio per (model, pipeline)."""
     torch.set_num_threads(threads)
     rows = []
     for model in models:
         for pipe in pipelines:
-            runs = {"kdlab": kdlab_epochs(model, pipe, data, epochs, batch, threads),
-                    "plain": plain_epochs(model, pipe, data, epochs, batch)}  # fmt: skip
+            runs = {"kdlab": kdlab_epochs(model, pipe, data, epochs, batch, threads, train_batches),
+                    "plain": plain_epochs(model, pipe, data, epochs, batch, train_batches)}  # fmt: skip
             per = {}
             for loop, r in runs.items():
                 secs = r["seconds"][1:] or r["seconds"]  # the first epoch pays for start-up
