@@ -48,6 +48,7 @@ def collect_results(
     res: dict[str, Any] = {
         "experiment": cfg.name,
         "dataset": cfg.data.name,
+        "train_size": cfg.data.get("train_size"),  # null = the whole training split
         "teacher": info.pop("teacher"),
         "student": system.net.arch,
         "method": cfg.method,
@@ -81,7 +82,15 @@ def export_teacher(cfg: DictConfig, system, res: dict[str, Any]) -> Path:
     if path.exists():
         log.warning("teacher store: replacing %s", path)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    keep = ("dataset", "seed", "val_acc_best", "test_acc_best", "test_acc_final", "git_commit")
+    keep = (
+        "dataset",
+        "train_size",
+        "seed",
+        "val_acc_best",
+        "test_acc_best",
+        "test_acc_final",
+        "git_commit",
+    )
     export_weights(
         system.net, path, model_cfg, **{k: res[k] for k in keep}, run_dir=res["output_dir"]
     )

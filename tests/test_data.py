@@ -47,6 +47,33 @@ def test_val_split_is_the_same_for_every_run_seed(tiny_cifar10):
     assert not np.array_equal(a.val_indices, c.val_indices)  # the split seed is what decides
 
 
+def test_train_size_keeps_a_class_balanced_subset_the_same_for_every_seed(tiny_cifar10):
+    full = dm(tiny_cifar10)
+    full.setup()
+    L.seed_everything(0)
+    a = dm(tiny_cifar10, train_size=103)
+    a.setup()
+    L.seed_everything(1)
+    b = dm(tiny_cifar10, train_size=103, seed=1)
+    b.setup()
+    assert np.array_equal(a.train_indices, b.train_indices) and len(a.train_indices) == 103
+    assert set(a.train_indices.tolist()) < set(full.train_indices.tolist())
+    assert np.array_equal(a.val_indices, full.val_indices)  # validation is untouched
+    counts = np.bincount(a.splits["train"][1], minlength=10)
+    assert counts.max() - counts.min() == 1 and counts.sum() == 103
+    x, y = load_split(tiny_cifar10, "cifar10", train=True)
+    assert np.array_equal(a.splits["train"][0], x[a.train_indices])
+    assert np.array_equal(a.splits["train"][1], y[a.train_indices])
+    assert len(a.train_labels) == 103
+
+
+def test_train_size_errors(tiny_cifar10):
+    with pytest.raises(DataError, match="train_size=351 but the training split has only 350"):
+        dm(tiny_cifar10, train_size=351).setup()
+    with pytest.raises(ValueError, match="data.train_size must be a positive integer or null"):
+        dm(tiny_cifar10, train_size=0)
+
+
 def test_augmentation_only_on_train(tiny_cifar10):
     d = dm(tiny_cifar10)
     d.setup()

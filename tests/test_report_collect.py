@@ -82,3 +82,23 @@ def test_cli_prints_warnings_for_skipped_runs(tmp_path, capsys):
     assert main([str(tmp_path), "--no-figures"]) == 0
     err = capsys.readouterr().err
     assert "warning: skipping" in err and str(tmp_path / "1" / "results.json") in err
+
+
+def test_low_data_runs_form_their_own_groups_and_pair_with_their_own_baseline(tmp_path):
+    from kdlab.report.stats import delta_vs_baseline, group_runs
+
+    kd = GOOD | {"teacher": "r50", "method": "logit", "method_params": {"alpha": 0.8}}
+    for seed in (0, 1):
+        job(tmp_path, f"base{seed}", GOOD | {"seed": seed, "test_acc_best": 90.0 + seed})
+        job(tmp_path, f"kd{seed}", kd | {"seed": seed, "test_acc_best": 91.0 + seed})
+        job(tmp_path, f"base5k{seed}", GOOD | {"seed": seed, "train_size": 5000,
+                                               "test_acc_best": 60.0 + seed})  # fmt: skip
+        job(tmp_path, f"kd5k{seed}", kd | {"seed": seed, "train_size": 5000,
+                                           "test_acc_best": 70.0 + seed})  # fmt: skip
+    groups = group_runs(collect_runs([tmp_path]))
+    assert sorted({g.dataset for g in groups.values()}) == ["cifar10", "cifar10[5000]"]
+    deltas = {
+        g.dataset: delta_vs_baseline(g, groups) for g in groups.values() if g.method == "logit"
+    }
+    assert deltas["cifar10"].mean == pytest.approx(1.0)
+    assert deltas["cifar10[5000]"].mean == pytest.approx(10.0)

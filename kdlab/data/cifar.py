@@ -74,6 +74,7 @@ class CIFARDataModule(L.LightningDataModule):
         num_classes: int | None = None,
         val_size: int = 5000,
         split_seed: int = 20240607,
+        train_size: int | None = None,
         seed: int = 0,
         batch_size: int = 128,
         eval_batch_size: int = 512,
@@ -94,6 +95,10 @@ class CIFARDataModule(L.LightningDataModule):
             raise ValueError(f"data.pipeline must be 'dataloader' or 'device', got {pipeline!r}")
         if not isinstance(val_size, int) or val_size < 1:
             raise ValueError(f"data.val_size must be a positive integer, got {val_size!r}")
+        if train_size is not None and (not isinstance(train_size, int) or train_size < 1):
+            raise ValueError(
+                f"data.train_size must be a positive integer or null (all), got {train_size!r}"
+            )
         if mixup_alpha < 0:
             raise ValueError(f"data.mixup_alpha must be ≥ 0 (0 = off), got {mixup_alpha}")
         if batch_size < 1 or eval_batch_size < 1:
@@ -104,7 +109,7 @@ class CIFARDataModule(L.LightningDataModule):
                 "torchvision's checksums) or structure (accept a verified re-encoding)"
             )
         self.name, self.root, self.download, self.verify = name, str(root), download, verify
-        self.val_size, self.split_seed = val_size, split_seed
+        self.val_size, self.split_seed, self.train_size = val_size, split_seed, train_size
         self.seed = seed  # data order / augmentation of the device pipeline (the run seed)
         self.batch_size, self.eval_batch_size, self.num_workers = (
             batch_size,
@@ -176,15 +181,42 @@ class CIFARDataModule(L.LightningDataModule):
             len(y), generator=torch.Generator().manual_seed(self.split_seed)
         ).numpy()
         val_idx, train_idx = np.sort(perm[: self.val_size]), np.sort(perm[self.val_size :])
+        available = len(train_idx)
+        if self.train_size is not None:
+            train_idx = self._balanced_subset(train_idx, y[train_idx])
         self.splits["train"] = (x[train_idx], y[train_idx])
         self.splits["val"] = (x[val_idx], y[val_idx])
         self.splits["test"] = load_split(self.root, self.name, train=False, verify=self.verify)
         # positions in the official training set: for caches and for checking the split
         self.train_indices, self.val_indices = train_idx, val_idx
         log.info(
-            "%s: %d train / %d val (split seed %d) / %d test images",
-            self.name, len(train_idx), len(val_idx), self.split_seed, len(self.splits["test"][1]),
+            "%s: %d train%s / %d val (split seed %d) / %d test images",
+            self.name, len(train_idx),
+            f" (class-balanced subset of {available})" if self.train_size else "",
+            len(val_idx), self.split_seed, len(self.splits["test"][1]),
         )  # fmt: skip
+
+    def _balanced_subset(self, train_idx: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """``train_size`` of the training images, as even over the classes as their counts allow.
+
+        Drawn with the split's own generator, so every run seed and every method of a low-data
+        study trains on the same images: the classes take turns (in label order), each giving
+        the next image of its own seeded shuffle, until ``train_size`` are chosen.
+        """
+        if self.train_size > len(train_idx):
+            raise DataError(
+                f"data.train_size={self.train_size} but the training split has only "
+                f"{len(train_idx)} images ({self.root}, data.val_size={self.val_size})"
+            )
+        gen = torch.Generator().manual_seed(self.split_seed + 1)
+        order = torch.randperm(len(train_idx), generator=gen).numpy()
+        # each image's turn within its class, in the seeded order
+        turn = np.empty(len(order), dtype=np.int64)
+        for c in np.unique(labels):
+            members = order[labels[order] == c]
+            turn[members] = np.arange(len(members))
+        picked = np.lexsort((labels, turn))[: self.train_size]
+        return np.sort(train_idx[picked])
 
     # -- loaders ---------------------------------------------------------------------------
     def _device(self) -> torch.device:

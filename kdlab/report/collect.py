@@ -112,6 +112,9 @@ def read_run(path: str | Path, problems: list[str] | None = None) -> Run | None:
     if status != "finished":
         _warn(f"skipping {path}: status is {status!r}, not 'finished'", problems)
         return None
+    if data.get("train_size"):
+        # a low-data run is compared only with runs on the same number of training images
+        data["dataset"] = f"{data['dataset']}[{data['train_size']}]"
     return Run(path=path, data=data)
 
 
