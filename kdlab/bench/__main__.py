@@ -161,8 +161,9 @@ def run(a: argparse.Namespace) -> dict:
 
 def table(report: dict) -> None:
     """A rich table of every row (median, spread) and the view-cache economics."""
-    from rich.console import Console
     from rich.table import Table
+
+    from kdlab.utils.console import table_console
 
     t = Table(title=f"kdlab.bench ({report['hardware']['cpu']}; GPU {report['hardware']['gpu']})")
     for col in ("row", "images/s (median)", "min–max", "note"):
@@ -172,7 +173,7 @@ def table(report: dict) -> None:
             t.add_row(r["name"], "—", "—", f"skipped: {r['skipped']}")
         else:
             t.add_row(r["name"], f"{r['images_per_s']:.1f}", f"{r['min']:.1f}–{r['max']:.1f}", "")
-    con = Console()
+    con = table_console()
     con.print(t)
     for k, v in report["view_cache"].items():
         con.print(f"view cache · {k}: {v}")
@@ -209,8 +210,9 @@ def epoch_main(a: argparse.Namespace) -> dict:
                       settings["threads"], a.train_batches)  # fmt: skip
     report = {"hardware": hardware(), "settings": settings, "rows": rows}
     Path(a.out).write_text(json.dumps(report, indent=2))
-    from rich.console import Console
     from rich.table import Table
+
+    from kdlab.utils.console import table_console
 
     t = Table(
         title=f"kdlab.bench --epoch ({report['hardware']['cpu']}; GPU {report['hardware']['gpu']})"
@@ -223,7 +225,7 @@ def epoch_main(a: argparse.Namespace) -> dict:
             t.add_row(m, pipe, f"{by[m, pipe, 'kdlab']['seconds_per_epoch']:.2f}",
                       f"{by[m, pipe, 'plain']['seconds_per_epoch']:.2f}",
                       f"{by[m, pipe, 'ratio']['ratio']:.2f}×")  # fmt: skip
-    Console().print(t)
+    table_console().print(t)
     print(f"wrote {a.out}")
     return report
 

@@ -42,11 +42,12 @@ def _run(argv: list[str]) -> int:
             f"python -m kdlab.analysis {' '.join(argv)}"
         )
     a = report_parser().parse_args(argv)
-    from rich.console import Console
-
     from kdlab.report.build import make_report
+    from kdlab.utils.console import table_console
 
-    make_report(a.paths, a.out, console=Console(), figures=not a.no_figures, reference=a.reference)
+    make_report(
+        a.paths, a.out, console=table_console(), figures=not a.no_figures, reference=a.reference
+    )
     return 0
 
 

@@ -24,8 +24,9 @@ log = logging.getLogger("kdlab.sweep")
 
 def print_summary(summary: dict[str, Any]) -> None:
     """A rich table: one line per job with its status, overrides, test accuracy and folder."""
-    from rich.console import Console
     from rich.table import Table
+
+    from kdlab.utils.console import table_console
 
     table = Table(title=f"sweep {summary['sweep_dir']}", show_lines=False)
     for col in ("job", "status", "method", "overrides", "test acc", "error"):
@@ -53,7 +54,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{acc:.2f}" if isinstance(acc, int | float) else "",
             (job.get("error") or "")[:300],
         )
-    console = Console(width=160)
+    console = table_console()
     console.print(table)
     others = "".join(f", {summary[s]} {s}" for s in STATUSES[3:] if summary.get(s))
     console.print(
