@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_sweep import REPO, env  # noqa: E402
 from slurm_cluster import slurm_cluster_fixture  # noqa: E402, F401  (session fixture)
 
-from kdlab.slurm import requeue as slurm  # noqa: E402
 from kdlab.runs import RunStopped  # noqa: E402
+from kdlab.slurm import requeue as slurm  # noqa: E402
 
 PY = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").is_dir() else sys.executable
 METRICS = ["val_acc_best", "test_acc_best", "test_acc_final", "test_nll", "test_ece",

@@ -1,10 +1,17 @@
-"""The notebook study script prints the commands it would run, in order, with the data and
+"""The quick start trains, distils and reports end to end, and skips finished runs when run
+again; the notebook study script prints the commands it would run, in order, with the data and
 output folders and any extra override passed through, and refuses to run without them."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+
+from tests.conftest import read_results
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "notebook_study.sh"
@@ -29,3 +36,38 @@ def test_notebook_study_dry_run_lists_every_step(tmp_path):
 def test_notebook_study_needs_data_and_output_folders():
     proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True)
     assert proc.returncode == 2 and "DATA_ROOT OUT" in proc.stdout
+
+
+QUICKSTART = REPO / "scripts" / "quickstart.sh"
+
+
+@pytest.mark.slow
+def test_quickstart_trains_teacher_baseline_and_student_then_reports(tmp_path, tiny_cifar10):
+    out = tmp_path / "qs"
+    tiny = [
+        "data.val_size=50", "data.batch_size=16", "data.eval_batch_size=50",
+        "data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+        "callbacks.progress_bar=null", "callbacks.model_summary=null",
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHON=sys.executable, WANDB_MODE="offline", PYTHONWARNINGS="ignore",
+               KDLAB_CACHE=str(tmp_path / "cache"), STUDENT_IMAGES="100")  # fmt: skip
+    cmd = ["bash", str(QUICKSTART), str(tiny_cifar10), str(out), *tiny]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    teacher = read_results(out / "teacher")
+    baseline, student = read_results(out / "baseline"), read_results(out / "distilled")
+    assert teacher["student"] == "cnn_wide" and teacher["status"] == "finished"
+    assert teacher["train_size"] is None and baseline["train_size"] == student["train_size"] == 100
+    assert (out / "logs" / "teachers" / "cifar10" / "cnn_wide" / "seed0.ckpt").is_file()
+    assert baseline["student"] == student["student"] == "cnn" and baseline["method"] == "baseline"
+    assert student["teacher"] == "cnn_wide" and student["method"] == "logit"
+    assert (student["alpha"], student["temperature"]) == (0.8, 10.0)
+    assert "Δ" in proc.stdout and "cifar10[100]" in proc.stdout and (out / "report").is_dir()
+
+    # again: every run is already finished, so nothing trains and the results stay as they were
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert read_results(out / "distilled") == student
+    assert not (out / "distilled" / "previous").exists()

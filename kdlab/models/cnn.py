@@ -32,6 +32,7 @@ class SmallCNN(StagedModel):
         channels: Sequence[int] = (16, 32),
         hidden: int = 256,
         dropout: float = 0.0,
+        arch: str = "cnn",
     ) -> None:
         super().__init__()
         if len(channels) != 2 or min(channels) < 1 or hidden < 1 or not 0 <= dropout < 1:
@@ -39,7 +40,7 @@ class SmallCNN(StagedModel):
                 f"the small CNN needs 2 positive conv widths, hidden >= 1 and dropout in [0, 1); "
                 f"got channels={list(channels)}, hidden={hidden}, dropout={dropout}"
             )
-        self.arch = "cnn"
+        self.arch = arch  # another name for other widths keeps them apart in the teacher store
         self.num_classes = num_classes
         self.stage_names = ("layer1", "layer2")
         self.layer1 = nn.Sequential(nn.Conv2d(3, channels[0], 3, padding=1), nn.ReLU(inplace=True))
@@ -65,8 +66,9 @@ def small_cnn(
     channels: Sequence[int] | None = None,
     hidden: int | None = None,
     dropout: float = 0.0,
+    arch: str = "cnn",
 ) -> SmallCNN:
     """The notebook's student for ``num_classes`` (CIFAR-10: 16/32 channels, 256 hidden;
     CIFAR-100: 32/64, 512); other class counts use the CIFAR-10 widths."""
     widths, units = NOTEBOOK.get(num_classes, NOTEBOOK[10])
-    return SmallCNN(num_classes, tuple(channels or widths), hidden or units, dropout)
+    return SmallCNN(num_classes, tuple(channels or widths), hidden or units, dropout, arch)
