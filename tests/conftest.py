@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra.core.hydra_config import HydraConfig
 
 from kdlab.data.synthetic import write_fake_cifar
 
@@ -18,6 +19,14 @@ HAS_SHARED = (SHARED_DATA / "cifar-10-batches-py" / "test_batch").is_file()
 needs_shared = pytest.mark.skipif(
     not HAS_SHARED, reason="real CIFAR-10 subset ../shared/data absent"
 )
+
+
+@pytest.fixture(autouse=True)
+def no_hydra_config_left_behind():
+    """Tests that compose a config publish it as Hydra's global run config; clear it afterwards,
+    or a later test in the same worker would read another test's ``distill=`` choice."""
+    yield
+    HydraConfig.instance().cfg = None
 
 
 @pytest.fixture(scope="session")
