@@ -29,6 +29,23 @@ def no_hydra_config_left_behind():
     HydraConfig.instance().cfg = None
 
 
+@pytest.fixture
+def fake_command(tmp_path, monkeypatch):
+    """``fake_command(name, body)`` puts a shell script ``name`` first on PATH for this test
+    (a stand-in for ``srun``, ``scontrol``, ``squeue`` …)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    def put(name: str, body: str) -> Path:
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\n{body}")
+        script.chmod(0o755)
+        return script
+
+    return put
+
+
 @pytest.fixture(scope="session")
 def tiny_cifar10(tmp_path_factory) -> Path:
     """400 train / 100 test synthetic CIFAR-10 images (root folder for data.root)."""

@@ -35,13 +35,9 @@ def _launcher(conf: Path, tmp: Path, *overrides: str):
 
 
 @pytest.fixture
-def fake_srun(tmp_path, monkeypatch):
+def fake_srun(fake_command):
     """submitit's SlurmExecutor refuses to start without ``srun`` on PATH; nothing runs it."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
-    (bin_dir / "srun").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    fake_command("srun", "exit 1\n")
 
 
 def _executor(cfg):

@@ -83,18 +83,14 @@ class Send(L.Callback):
 
 
 @pytest.fixture
-def fake_slurm(tmp_path, monkeypatch):
+def fake_slurm(tmp_path, monkeypatch, fake_command):
     """An array task's environment, a fake scontrol that logs its calls and (for a requeue)
     sends SIGTERM to its caller as SLURM does, and safety handlers that count stray signals
     (so a handler left in place never kills pytest)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     calls = tmp_path / "scontrol.log"
-    (bin_dir / "scontrol").write_text(
-        f'#!/bin/sh\necho "$@" >> {calls}\n[ "$1" = requeue ] && kill -TERM $PPID\nexit 0\n'
+    fake_command(
+        "scontrol", f'echo "$@" >> {calls}\n[ "$1" = requeue ] && kill -TERM $PPID\nexit 0\n'
     )
-    (bin_dir / "scontrol").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     for key in [k for k in os.environ if k.startswith("SLURM_")]:
         monkeypatch.delenv(key)
     for key, value in {"SLURM_JOB_ID": "123", "SLURM_ARRAY_JOB_ID": "120",
@@ -197,14 +193,10 @@ def test_off_slurm_the_callback_does_nothing(fake_slurm, monkeypatch):
     assert not any(slurm.WATCH.holders.values())
 
 
-def test_summary_reads_requeued_and_vanished_tasks_from_squeue(tmp_path, monkeypatch):
+def test_summary_reads_requeued_and_vanished_tasks_from_squeue(tmp_path, fake_command):
     from kdlab.sweep import summarize
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "squeue").write_text("#!/bin/sh\necho '7_0|PENDING'\necho '7_2|RUNNING'\n")
-    (bin_dir / "squeue").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    fake_command("squeue", "echo '7_0|PENDING'\necho '7_2|RUNNING'\n")
     sweep = tmp_path / "sweep"
     launcher = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     for num, status in enumerate(["requeued", "requeued", None, "cancelled"]):
