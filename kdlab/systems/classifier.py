@@ -80,10 +80,8 @@ class Classifier(L.LightningModule):
             return self.prepared
         device = device_type if isinstance(device_type, torch.device) else torch.device(device_type)
         nhwc = choose_channels_last(self.channels_last, self.net, device)
+        self.use_memory_formats({"student": nhwc})
         done = {"channels_last": nhwc, "compile": bool(self.compile_net)}
-        if done["channels_last"]:
-            self.net.to(memory_format=torch.channels_last)
-            self.input_format = torch.channels_last
         if done["compile"]:
             self.net.compile()
         self.prepared = done
