@@ -40,9 +40,14 @@ def task_id(env: dict[str, str] | None = None) -> str | None:
     return env.get("SLURM_JOB_ID") or None
 
 
+def is_task_id(text: str) -> bool:
+    """A SLURM job id (``123``) or array task id (``123_4``)."""
+    return re.fullmatch(r"\d+(_\d+)?", text) is not None
+
+
 def requeue(task: str) -> tuple[bool, str]:
     """``scontrol requeue TASK``: (it worked, what scontrol said)."""
-    if not re.fullmatch(r"\d+(_\d+)?", task):
+    if not is_task_id(task):
         return False, f"not a SLURM job id: {task!r}"
     try:
         proc = subprocess.run(

@@ -5,7 +5,6 @@ or on other machines."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -78,7 +77,9 @@ def slurm_task(job_dir: Path) -> str | None:
         task = str(OmegaConf.select(hydra_cfg, "job.id", default="") or "")
     except Exception:  # no or unreadable hydra.yaml: not a job SLURM can tell us about
         return None
-    return task if "Slurm" in target and re.fullmatch(r"\d+(_\d+)?", task) else None
+    from kdlab.slurm.cluster import is_task_id
+
+    return task if "Slurm" in target and is_task_id(task) else None
 
 
 def with_slurm_states(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -35,13 +35,8 @@ def print_summary(summary: dict[str, Any]) -> None:
               "requeued": "cyan", "interrupted": "yellow", "cancelled": "yellow",
               "superseded": "dim"}  # fmt: skip
     # Only the overrides that tell the jobs apart (α, T, seed…), not those every job shares.
-    shared = (
-        set.intersection(*(set(j["overrides"]) for j in summary["jobs"]))
-        if summary["jobs"]
-        else set()
-    )
-    if len(summary["jobs"]) == 1:
-        shared = set()
+    jobs = summary["jobs"]
+    shared = set.intersection(*(set(j["overrides"]) for j in jobs)) if len(jobs) > 1 else set()
     for job in summary["jobs"]:
         acc = job.get("test_acc_best")
         method = " ".join(str(p) for p in (job.get("method"), job.get("method_label")) if p)
