@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from kdlab import CONF_DIR
 from kdlab.metrics.classification import StageMetrics
 from kdlab.models.export import is_published_format, network_state, read_checkpoint
 from kdlab.utils.provenance import write_json
@@ -27,7 +28,6 @@ from kdlab.utils.resolvers import register
 
 register()
 log = logging.getLogger("kdlab.eval")
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def run_config(ckpt: Path) -> DictConfig | None:
@@ -41,9 +41,9 @@ def run_config(ckpt: Path) -> DictConfig | None:
 
 def model_config(name: str, data: DictConfig) -> dict[str, Any]:
     """``conf/model/<name>.yaml`` resolved against ``data`` (its number of classes)."""
-    path = CONF / "model" / f"{name}.yaml"
+    path = CONF_DIR / "model" / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+        known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
         raise ValueError(f"model={name} is not a kdlab model; choose one of {known}")
     root = OmegaConf.create({"data": OmegaConf.to_container(data, resolve=True)})
     root.model = OmegaConf.load(path)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from kdlab import CONF_DIR
 
 
 class EpochTimer(L.Callback):
@@ -77,7 +77,7 @@ def kdlab_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch:
 def plain_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch: int,
                  train_batches: int | None = None) -> dict:  # fmt: skip
     """The same network, loaders and optimiser in a hand-written loop (no framework at all)."""
-    cfg = OmegaConf.load(CONF / "data" / "cifar10.yaml")
+    cfg = OmegaConf.load(CONF_DIR / "data" / "cifar10.yaml")
     cfg.merge_with(OmegaConf.from_dotlist([d.removeprefix("data.") for d in data]))
     root = OmegaConf.create({"paths": {"root": "."}, "seed": 0, "data": cfg})
     root.data.merge_with({"augment": False, "batch_size": batch, "pipeline": pipeline,
@@ -85,7 +85,7 @@ def plain_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch:
     dm = instantiate(root.data)
     dm.setup()
     model_root = OmegaConf.create({"data": OmegaConf.to_container(root.data, resolve=True)})
-    model_root.model = OmegaConf.load(CONF / "model" / f"{model}.yaml")
+    model_root.model = OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     net = instantiate(model_root.model).to(device)

@@ -14,12 +14,12 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from kdlab import CONF_DIR
 from kdlab.data.batch import Batch, collate
 from kdlab.data.cifar import ArrayDataset
 from kdlab.data.device import DeviceLoader
@@ -83,7 +83,6 @@ ZOO_PAIRS = {  # (teacher, student) of the CIFAR-100 benchmark timed by the zoo 
     "quick": ("resnet56", "resnet20"),
 }
 ZOO_METHODS = ("logit", "dkd", "crd", "reviewkd")
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def build_zoo_system(method: str, size: str, n_train: int) -> nn.Module:
@@ -97,7 +96,7 @@ def build_zoo_system(method: str, size: str, n_train: int) -> nn.Module:
     torch.manual_seed(0)
     t_arch, s_arch = ZOO_PAIRS[size]
     root = OmegaConf.create({"label_smoothing": 0.0, "alpha": 0.9, "temperature": 4})
-    root.distill = OmegaConf.load(CONF / "distill" / f"{method}.yaml")
+    root.distill = OmegaConf.load(CONF_DIR / "distill" / f"{method}.yaml")
     if method == "crd":  # the bank needs more rows than negatives
         root.distill.terms.crd.nce_k = min(16384, n_train - 100)
     loss = instantiate(root.distill)

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kdlab import CONF_DIR
 from kdlab.models.export import is_published_format, network_state, read_checkpoint, sha256_file
 from kdlab.teachers.frozen import EnsembleTeacher, FrozenTeacher
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "conf" / "experiment"
+EXPERIMENTS = CONF_DIR / "experiment"
 
 
 def store_path(store: str | Path, dataset: str, arch: str, seed: int) -> Path:
