@@ -11,7 +11,7 @@ from tests.conftest import SHARED_DATA, needs_shared, read_results, run_train, t
 
 pytestmark = pytest.mark.slow
 
-SPEC_KEYS = {
+RESULT_KEYS = {
     "dataset", "teacher", "student", "method", "alpha", "temperature", "beta", "seed", "epochs",
     "val_acc_best", "test_acc_best", "test_acc_final", "test_nll", "test_ece",
 }  # fmt: skip
@@ -35,7 +35,7 @@ def baseline_runs(tiny_cifar10, tmp_path_factory):
 def test_baseline_writes_results_checkpoints_csv_and_wandb(baseline_runs):
     out = baseline_runs["a"]
     res = read_results(out)
-    assert SPEC_KEYS <= set(res)
+    assert RESULT_KEYS <= set(res)
     assert res["dataset"] == "cifar10" and res["student"] == "r18" and res["method"] == "baseline"
     assert (
         res["teacher"] is None and res["alpha"] is None and res["seed"] == 0 and res["epochs"] == 1
