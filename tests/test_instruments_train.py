@@ -1,4 +1,5 @@
-"""The replication studies' instruments through the real ``train(cfg)`` in-process (no subprocess start-up cost).
+"""The replication studies' instruments through the real ``train(cfg)`` in-process (no
+subprocess start-up cost).
 
 Each run composes ``conf/`` with Hydra's compose API, trains a tiny CNN for a few batches and
 reads what results.json would hold: per-stage CKA, train-set fidelity, compression ratio, the
