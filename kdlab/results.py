@@ -1,24 +1,96 @@
-"""results.json: what a finished run records, and the teacher-store export.
+"""results.json: one record for every way a run ends, and the teacher-store export.
+
+Every outcome — ``finished``, ``failed``, ``diverged``, ``interrupted``, ``requeued``,
+``cancelled`` — is written by :func:`write_record` from the same two parts: the run's
+*identity* (what was trained: experiment, data, networks, method and its settings, seed,
+epochs), read from the config and, once built, from the system itself; and what the run got to
+measure. So the report, the sweep summary and a user reading a folder see the same keys
+whatever happened, and a record can never describe a config other than the one that ran.
 
 The keys every script relies on (dataset, teacher, student, method, alpha, temperature, beta,
 seed, epochs, the accuracies) come first; ``method_params`` holds every setting of the KD method
 as used and ``method_label`` its short description. The flat ``alpha``/``temperature``/``beta``
 keys are read from ``method_params``, so ``distill.alpha=0.3`` is recorded as the 0.3 that
-trained. Everything the system knows about itself comes from ``system.describe()``.
+trained.
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from kdlab.utils.method_params import flat_hparams
-from kdlab.utils.provenance import git_commit
+from kdlab.utils.provenance import git_commit, write_json
 
 log = logging.getLogger("kdlab.results")
+STATUSES = ("finished", "failed", "diverged", "interrupted", "requeued", "cancelled")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    """A config value that may not even resolve (a failed run's config is recorded as it is)."""
+    try:
+        return OmegaConf.select(cfg, key, default=None)
+    except Exception:
+        return None
+
+
+def _choice(group: str) -> str | None:
+    """The option Hydra chose for ``group`` (``model=r18`` → ``r18``), when inside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return None if choice in (None, "null") else str(choice)
+
+
+def method_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The method's settings from the config (a run that failed early has no loss to ask)."""
+    from kdlab.utils.method_params import config_tree, label, params
+
+    distill = cfg.get("distill")
+    tree = config_tree(distill) if distill is not None else None
+    method_params = params(tree)
+    return {**flat_hparams(method_params), "method_params": method_params,
+            "method_label": label(tree) if tree else None}  # fmt: skip
+
+
+def identity(cfg: DictConfig, system=None) -> dict[str, Any]:
+    """What a run is, whether or not it got far: from the system when it was built (the
+    settings as used), else from the config."""
+    res: dict[str, Any] = {
+        "experiment": _get(cfg, "name"),
+        "dataset": _get(cfg, "data.name"),
+        "train_size": _get(cfg, "data.train_size"),  # null = the whole training split
+        "teacher": None,
+        "student": None,
+        "method": _get(cfg, "method"),
+    }
+    if system is not None:
+        info = system.describe()
+        method_params = info["method_params"]
+        res |= {"teacher": info["teacher"], "student": system.net.arch,
+                **flat_hparams(method_params), "method_params": method_params,
+                "method_label": info["method_label"]}  # fmt: skip
+    else:
+        try:
+            res |= method_identity(cfg)
+        except Exception:  # an invalid method config: fall back to the top-level names
+            res |= {k: _get(cfg, k) for k in ("alpha", "temperature", "beta")}
+        res["student"] = _choice("model")
+        res["teacher"] = _get(cfg, "teacher.arch")
+    res |= {"seed": _get(cfg, "seed"), "epochs": _get(cfg, "trainer.max_epochs")}
+    tags = _get(cfg, "tags")
+    if tags:
+        res["tags"] = list(tags)
+    # the identity keys first, in this order; method_params/label after the flat names
+    order = ["experiment", "dataset", "train_size", "teacher", "student", "method", "alpha",
+             "temperature", "beta", "seed", "epochs", "method_params", "method_label", "tags"]  # fmt: skip
+    return {k: res[k] for k in order if k in res} | {k: v for k, v in res.items() if k not in order}
 
 
 def metric_results(best: dict, final: dict, with_teacher: bool, members: int) -> dict[str, Any]:
@@ -27,7 +99,7 @@ def metric_results(best: dict, final: dict, with_teacher: bool, members: int) ->
     res: dict[str, Any] = {}
     for name in names:
         res[f"test_{name}_best" if name == "acc" else f"test_{name}"] = best.get(f"test/{name}")
-    for name in names:
+    for name in names if final is not None else ():
         res[f"test_{name}_final"] = final.get(f"test_final/{name}")
     if with_teacher:
         res["teacher_test_acc"] = best.get("test/teacher_acc")
@@ -38,26 +110,18 @@ def metric_results(best: dict, final: dict, with_teacher: bool, members: int) ->
     return res
 
 
-def collect_results(
+def finished_record(
     cfg: DictConfig, system, trainer, best: dict, final: dict, val_acc_best: float | None
 ) -> dict[str, Any]:
-    """results.json of one finished run (the caller adds fidelity, export path and status)."""
+    """The measured part of a run that trained to its end (the caller adds fidelity, the
+    export path and the status)."""
     ckpt = trainer.checkpoint_callback
     info = system.describe()
-    method_params = info.pop("method_params")
-    res: dict[str, Any] = {
-        "experiment": cfg.name,
-        "dataset": cfg.data.name,
-        "train_size": cfg.data.get("train_size"),  # null = the whole training split
-        "teacher": info.pop("teacher"),
-        "student": system.net.arch,
-        "method": cfg.method,
-        **flat_hparams(method_params),
-        "seed": cfg.seed,
-        "epochs": cfg.trainer.max_epochs,
+    for key in ("teacher", "method_params", "method_label"):
+        info.pop(key)
+    res = identity(cfg, system)
+    res |= {
         "epochs_trained": trainer.current_epoch,
-        "method_params": method_params,
-        "method_label": info.pop("method_label"),
         "val_acc_best": val_acc_best,
         "best_ckpt_monitor": ckpt.monitor,
         "init_seed": cfg.get("init_seed"),
@@ -65,11 +129,54 @@ def collect_results(
     }
     res |= metric_results(best, final, system.has_teacher, info.get("teacher_members", 1))
     res |= info
-    res |= {
-        "best_ckpt": ckpt.best_model_path,
-        "git_commit": git_commit(),
-        "output_dir": cfg.paths.output_dir,
-    }
+    res |= {"best_ckpt": ckpt.best_model_path}
+    return res
+
+
+def progress(system, trainer) -> dict[str, Any]:
+    """How far a run that stopped early got: finished epochs and the best val accuracy."""
+    res: dict[str, Any] = {}
+    if trainer is not None:
+        res["epochs_trained"] = trainer.current_epoch
+    if system is not None and hasattr(system, "best_val_acc"):
+        res["val_acc_best"] = system.best_val_acc()
+    return res
+
+
+def error_text(err: BaseException) -> str:
+    """``Type: message`` of the error that caused ``err`` (Hydra wraps constructor errors)."""
+    root = err
+    while root.__cause__ is not None:
+        root = root.__cause__
+    return f"{type(root).__name__}: {root}"
+
+
+def write_record(cfg: DictConfig, status: str, system=None, trainer=None, **fields: Any):
+    """Write ``results.json`` of the run in ``cfg.paths.output_dir`` for any outcome.
+
+    ``fields`` is what only this outcome knows (the metrics of a finished run, the reason of a
+    stop, the error of a failure); identity and provenance are added here for every one.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"unknown run status {status!r}; one of {STATUSES}")
+    out = Path(_get(cfg, "paths.output_dir") or ".")
+    res = identity(cfg, system) | progress(system, trainer) | fields
+    res |= {"git_commit": git_commit(), "output_dir": str(out), "status": status}
+    if _get(cfg, "debug_mode"):
+        res["debug"] = True
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", res)
+    return res
+
+
+def write_failure(cfg: DictConfig, err: BaseException, system=None, trainer=None):
+    """``status: failed`` plus ``error.txt`` with the whole traceback."""
+    out = Path(_get(cfg, "paths.output_dir") or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    (out / "error.txt").write_text(tb)
+    res = write_record(cfg, "failed", system, trainer, error=error_text(err))
+    log.error("run failed: %s (traceback in %s)", res["error"], out / "error.txt")
     return res
 
 
@@ -89,27 +196,14 @@ def export_teacher(cfg: DictConfig, system, res: dict[str, Any]) -> Path:
         "val_acc_best",
         "test_acc_best",
         "test_acc_final",
-        "git_commit",
     )
     export_weights(
-        system.net, path, model_cfg, **{k: res[k] for k in keep}, run_dir=res["output_dir"]
+        system.net,
+        path,
+        model_cfg,
+        **{k: res[k] for k in keep},
+        git_commit=git_commit(),
+        run_dir=str(cfg.paths.output_dir),
     )
     log.info("teacher exported to %s", path)
     return path
-
-
-def write_stop_record(cfg: DictConfig, stop, epochs_trained: int) -> dict[str, Any]:
-    """results.json of a run stopped on request (``kdlab.runs.RunStopped``): its identity, how
-    far it got and why; a later launch resumes it from its last checkpoint."""
-    from kdlab.sweep import method_identity
-    from kdlab.utils.provenance import write_json
-
-    out = Path(cfg.paths.output_dir)
-    res = {"experiment": cfg.name, "dataset": cfg.data.name, "method": cfg.method,
-           **method_identity(cfg), "seed": cfg.seed, "epochs": cfg.trainer.max_epochs,
-           "epochs_trained": epochs_trained, "status": stop.status, "reason": stop.reason,
-           "output_dir": str(out)}  # fmt: skip
-    write_json(out / "results.json", res)
-    log.warning("run %s: %s (resumes from its last checkpoint when launched again)",
-                stop.status, stop.reason)  # fmt: skip
-    return res

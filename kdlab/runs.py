@@ -21,13 +21,15 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
@@ -45,6 +47,48 @@ class RunStopped(Exception):
     def __init__(self, status: str, reason: str) -> None:
         super().__init__(reason)
         self.status, self.reason = status, reason
+
+
+class Terminated(BaseException):
+    """SIGTERM or Ctrl-C (SIGINT) outside SLURM's requeue handling: the run records
+    ``interrupted`` with its last finished epoch and exits with ``128 + signal``.
+
+    A ``BaseException`` like ``KeyboardInterrupt``, so no ``except Exception`` on the way
+    mistakes a stop for a failure; Lightning tears the Trainer down and re-raises it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.exit_code = 128 + signum  # the shell's convention: 130 Ctrl-C, 143 SIGTERM
+        super().__init__(f"{self.name} received: stopped")
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While a run lives, SIGTERM and SIGINT raise :class:`Terminated` in the main thread.
+
+    Without this, SIGTERM ends Lightning's fit at the epoch's end with exit status 0 and no
+    record, and Ctrl-C makes Lightning call ``sys.exit(1)``: either leaves a folder that looks
+    like a crash. Lightning composes its own SIGTERM handler in front of this one during fit;
+    under SLURM, ``kdlab.slurm.SlurmRequeue`` notes SIGTERM itself while it trains.
+    """
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, raise_terminated)
+    except ValueError:  # not the main thread: leave the process's handlers alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class FolderLocked(RuntimeError):
@@ -174,10 +218,12 @@ class KeepLock(L.Callback):
 
 def check_checkpoint(path: Path) -> str | None:
     """Why ``path`` cannot be resumed from (None: it loads)."""
+    from kdlab.utils.safe_load import UnreadableFile, load_weights
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, garbage, or not a checkpoint at all
-        return f"{type(e).__name__}: {str(e)[:200]}"
+        ckpt = load_weights(path, "checkpoint")
+    except UnreadableFile as e:  # truncated, garbage, or not a checkpoint at all
+        return str(e)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "epoch" not in ckpt:
         return "not a Lightning checkpoint (no state_dict/epoch)"
     return None
@@ -194,6 +240,11 @@ def resume_checkpoint(out: Path, mode: str = "auto") -> Path | None:
         raise ValueError(f"resume={mode!r} is not one of auto, previous, never")
     ckpts = Path(out) / "checkpoints"
     last, prev = ckpts / "last.ckpt", ckpts / "last.ckpt.prev"
+    from kdlab.utils.checkpoint_io import remove_stale_temporaries
+
+    for folder in (Path(out), ckpts):  # half-written files of a killed attempt
+        for stale in remove_stale_temporaries(folder):
+            log.info("removed %s, left by a killed attempt", stale)
     if mode == "never":
         archive(out, ("checkpoints",))
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,28 +28,44 @@ from kdlab.checks import (
     check_shared_hparams,
     check_teacher_export,
 )
+from kdlab.metrics.divergence import RunDiverged
 from kdlab.models.init import seeded_build
-from kdlab.results import collect_results, export_teacher, write_stop_record
+from kdlab.results import (
+    error_text,
+    export_teacher,
+    finished_record,
+    write_failure,
+    write_record,
+)
+from kdlab.run_config import (
+    HYDRA_DIR,
+    ConfigChanged,
+    check_folder_config,
+    mark_launched,
+    write_hydra_files,
+)
 from kdlab.runs import (
     FolderLocked,
     KeepLock,
     RunLock,
     RunStopped,
+    Terminated,
     archive,
     ended_as_planned,
     read_results,
     resume_checkpoint,
+    stop_on_signals,
 )
 from kdlab.utils.checkpoint_io import SafeCheckpointIO
+from kdlab.utils.errors import user_error
 from kdlab.utils.method_params import flat_hparams
-from kdlab.utils.provenance import write_json
 from kdlab.utils.resolvers import register
+from kdlab.utils.quiet import quiet_libraries
+from kdlab.utils.runlog import claim_log_files
 
 register()
+quiet_libraries()
 log = logging.getLogger("kdlab.train")
-# The frozen teacher is in eval mode on purpose (kdlab.teachers); Lightning's generic
-# "modules in eval mode at the start of training" warning would only alarm users.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def build_system(cfg: DictConfig, net) -> L.LightningModule:
@@ -68,7 +83,12 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list) -> L.Trainer:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """One run: returns the results dict that is also written to ``results.json``.
+    """One run: returns the record that is also written to ``results.json``.
+
+    The folder is checked before anything is written into it: a launch with another config is
+    refused (:mod:`kdlab.run_config`), a finished run is skipped. From the moment the folder is
+    this run's, every way the run ends leaves its record: finished, failed (``error.txt`` too),
+    diverged, interrupted (SIGTERM, Ctrl-C), requeued or cancelled (SLURM).
 
     Only the first process of a DDP run owns the folder (lock, archive, results, export); the
     other processes train and test with it.
@@ -77,61 +97,115 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     chief = rank_zero_only.rank == 0
     prior = read_results(out)
+    if not cfg.rerun:
+        check_folder_config(cfg, out)  # reads only: a refused launch changes no file
     if prior is not None and prior.get("status", "finished") == "finished" and not cfg.rerun:
+        if chief:
+            mark_launched(out)
         log.info("%s already finished (test_acc_best=%s): skipped; rerun=true trains it again",
                  out, prior.get("test_acc_best"))  # fmt: skip
         return prior
     with RunLock(out) if chief else nullcontext() as lock:
-        for check in (check_run_settings, check_method, check_shared_hparams):
-            check(cfg)
-        if chief and prior is not None:  # nothing is lost: earlier outputs go to previous/
-            archive(
-                out, ("results.json", "error.txt") + (("checkpoints", "csv") if cfg.rerun else ())
-            )
-        L.seed_everything(cfg.seed, workers=True)
-        datamodule = instantiate(cfg.data)
-        # init_seed fixes the student's weights apart from the data-order seed (paired runs)
-        init_seed = cfg.seed if cfg.get("init_seed") is None else cfg.init_seed
-        system = build_system(cfg, seeded_build(lambda: instantiate(cfg.model), init_seed))
-        check_teacher_export(cfg, system.net.arch)
-        resume = resume_checkpoint(out, cfg.resume if chief or cfg.resume != "never" else "auto")
-        trainer = build_trainer(cfg, [KeepLock(lock)] if chief else [])
-        method_params = system.describe()["method_params"]  # the settings as used (dashboards)
-        hparams = OmegaConf.to_container(cfg, resolve=True)
-        hparams |= {"method_params": method_params, **flat_hparams(method_params)}
-        for lg in trainer.loggers:
-            lg.log_hyperparams(hparams)
-        if resume:
-            log.info("resuming from %s", resume)
+        # a finished run being re-run keeps its record until the new one has passed its checks
+        owns = chief and (prior is None or prior.get("status", "finished") != "finished")
+        state: dict[str, Any] = {"system": None, "trainer": None}
         try:
-            trainer.fit(system, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+            if owns:
+                claim_folder(cfg, out)
+            for check in (check_run_settings, check_method, check_shared_hparams):
+                check(cfg)
+            if chief and prior is not None:  # nothing is lost: earlier outputs go to previous/
+                moved = ("results.json", "error.txt")
+                if cfg.rerun:
+                    moved += ("checkpoints", "csv", HYDRA_DIR)
+                archive(out, moved)
+            if chief and not owns:
+                claim_folder(cfg, out)
+                owns = True
+            return run(cfg, out, lock, state, started)
         except RunStopped as stop:  # a requeue or a cancel: record it, test nothing
-            return write_stop_record(cfg, stop, trainer.current_epoch) if chief else {}
-        finished = ended_as_planned(trainer)
-        ckpt = trainer.checkpoint_callback  # with early stopping, best = lowest val loss
-        val_acc_best = ckpt.best_model_score if ckpt.monitor == "val/acc" else None
-        val_acc_best = system.best_val_acc() if val_acc_best is None else float(val_acc_best)
+            if not owns:
+                return {}
+            res = write_record(cfg, stop.status, state["system"], state["trainer"],
+                               reason=stop.reason)  # fmt: skip
+            log.warning("run %s: %s (resumes from its last checkpoint when launched again)",
+                        stop.status, stop.reason)  # fmt: skip
+            return res
+        except RunDiverged as err:
+            if owns:
+                write_record(cfg, "diverged", state["system"], state["trainer"], reason=str(err),
+                             diverged_step=err.step, diverged_epoch=err.epoch,
+                             diverged_term=err.term)  # fmt: skip
+            raise
+        except Terminated as stop:
+            if owns:
+                write_record(cfg, "interrupted", state["system"], state["trainer"],
+                             reason=f"{stop.name}: stopped before its end; launching the same "
+                             "command again resumes from checkpoints/last.ckpt")  # fmt: skip
+                log.warning("%s: run recorded as interrupted in %s", stop.name, out)
+            raise
+        except Exception as err:
+            if owns:
+                write_failure(cfg, err, state["system"], state["trainer"])
+            raise
 
-        # Final weights first (they are in memory), then the best checkpoint.
-        system.use_test_prefix("test_final")
-        final = trainer.test(system, datamodule=datamodule, verbose=False)[0]
-        system.use_test_prefix("test")
-        best_path = trainer.checkpoint_callback.best_model_path or None
-        best = trainer.test(system, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
-        if not chief:
-            return {}
-        res = collect_results(cfg, system, trainer, best, final, val_acc_best)
-        if system.has_teacher and (cfg.get("fidelity") or {}).get("train_set", True):
-            limit = cfg.trainer.get("limit_train_batches")  # an int = a smoke run: stay as short
-            smoke = isinstance(limit, int) and not isinstance(limit, bool)
-            res |= system.train_fidelity(
-                datamodule.loader("train"), trainer.strategy.root_device, limit if smoke else None
-            )
-        if cfg.export_teacher and finished:
-            res["teacher_store_path"] = str(export_teacher(cfg, system, res))
-        res["duration_s"] = round(time.time() - started, 1)
-        res["status"] = "finished" if finished else "interrupted"
-        write_json(out / "results.json", res)
+
+def claim_folder(cfg: DictConfig, out: Path) -> None:
+    """The folder is this run's from here: its config (once), the launch note, the log file."""
+    write_hydra_files(cfg, out)
+    mark_launched(out)
+    claim_log_files()
+
+
+def run(cfg: DictConfig, out: Path, lock, state: dict[str, Any], started: float) -> dict:
+    """Build, fit, test twice, record: the part of a run that happens in an owned folder."""
+    chief = rank_zero_only.rank == 0
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    # init_seed fixes the student's weights apart from the data-order seed (paired runs)
+    init_seed = cfg.seed if cfg.get("init_seed") is None else cfg.init_seed
+    system = state["system"] = build_system(
+        cfg, seeded_build(lambda: instantiate(cfg.model), init_seed)
+    )
+    check_teacher_export(cfg, system.net.arch)
+    resume = resume_checkpoint(out, cfg.resume if chief or cfg.resume != "never" else "auto")
+    trainer = state["trainer"] = build_trainer(cfg, [KeepLock(lock)] if chief else [])
+    info = system.describe()
+    method_params = info["method_params"]  # the settings as used (dashboards)
+    log.info("student %s: %s parameters%s", system.net.arch, f"{info['student_params']:,}",
+             f"; teacher {info['teacher']}: {info['teacher_params']:,}" if info["teacher"] else "")  # fmt: skip
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    hparams |= {"method_params": method_params, **flat_hparams(method_params)}
+    for lg in trainer.loggers:
+        lg.log_hyperparams(hparams)
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.fit(system, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+    finished = ended_as_planned(trainer)
+    ckpt = trainer.checkpoint_callback  # with early stopping, best = lowest val loss
+    val_acc_best = ckpt.best_model_score if ckpt.monitor == "val/acc" else None
+    val_acc_best = system.best_val_acc() if val_acc_best is None else float(val_acc_best)
+
+    # Final weights first (they are in memory), then the best checkpoint.
+    system.use_test_prefix("test_final")
+    final = trainer.test(system, datamodule=datamodule, verbose=False)[0]
+    system.use_test_prefix("test")
+    best_path = trainer.checkpoint_callback.best_model_path or None
+    best = trainer.test(system, datamodule=datamodule, ckpt_path=best_path, verbose=False)[0]
+    if not chief:
+        return {}
+    res = finished_record(cfg, system, trainer, best, final, val_acc_best)
+    if system.has_teacher and (cfg.get("fidelity") or {}).get("train_set", True):
+        limit = cfg.trainer.get("limit_train_batches")  # an int = a smoke run: stay as short
+        smoke = isinstance(limit, int) and not isinstance(limit, bool)
+        res |= system.train_fidelity(
+            datamodule.loader("train"), trainer.strategy.root_device, limit if smoke else None
+        )
+    if cfg.export_teacher and finished:
+        res["teacher_store_path"] = str(export_teacher(cfg, system, res))
+    res["duration_s"] = round(time.time() - started, 1)
+    status = "finished" if finished else "interrupted"
+    res = write_record(cfg, status, system, trainer, **res)
     log.info(
         "results (%s): val_acc_best=%.2f test_acc_best=%.2f test_acc_final=%.2f → %s",
         res["status"], res["val_acc_best"] or float("nan"), res["test_acc_best"],
@@ -144,22 +218,39 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Hydra entry: one run, or one job of a ``-m`` sweep.
 
-    In a sweep a failing job is recorded (``results.json`` with ``status: failed`` and
-    ``error.txt``) instead of raised, so the other jobs still run and the sweep summary
-    (``kdlab.sweep.SweepSummary``) lists it; a single run re-raises (non-zero exit).
+    In a sweep a failing or diverging job is recorded and the next job runs (the sweep summary
+    lists it); a single run exits non-zero with one message (the traceback is in error.txt).
+    A stop (SIGTERM, Ctrl-C) ends a sweep too, after its summary: exit 143 or 130.
     """
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        return train(cfg)
-    except Exception as err:
-        hc = HydraConfig.get()
-        if hc.mode != RunMode.MULTIRUN:
-            raise
-        if isinstance(err, FolderLocked):  # the folder is a live run's: write nothing into it
-            log.error("job skipped: %s", err)
-            return {"status": "running", "error": str(err)}
-        from kdlab.sweep import record_failure
+        with stop_on_signals():
+            return train(cfg)
+    except Terminated as stop:
+        if multirun:
+            from kdlab.sweep.summary import summarize_now
 
-        return record_failure(cfg, err, hc.runtime.output_dir)
+            summarize_now(HydraConfig.get().sweep.dir)
+        raise SystemExit(stop.exit_code) from None
+    except (FolderLocked, ConfigChanged) as err:  # another run's folder: nothing written into it
+        log.error("%s", err)
+        if multirun:
+            return {"status": "refused", "error": str(err)}
+        raise SystemExit(2) from None
+    except Exception as err:
+        if multirun:
+            return read_results(Path(HydraConfig.get().runtime.output_dir)) or {
+                "status": "failed", "error": error_text(err)}  # fmt: skip
+        if isinstance(err, RunDiverged) or user_error(err):
+            where = Path(cfg.paths.output_dir)
+            record = (
+                f" (record: {where / 'results.json'})"
+                if (where / "error.txt").is_file() or isinstance(err, RunDiverged)
+                else ""
+            )
+            log.error("%s%s", err if isinstance(err, RunDiverged) else error_text(err), record)
+            raise SystemExit(1) from None
+        raise
     finally:
         if "wandb" in sys.modules:  # no W&B run may bleed into the next multirun job
             import wandb

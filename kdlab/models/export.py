@@ -10,7 +10,7 @@ figures and the teacher loader rely on.
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,12 @@ def export_weights(net: nn.Module, path: str | Path, model_cfg: dict, **meta: An
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file, then rename: a killed run never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    from kdlab.utils.checkpoint_io import write_atomic
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, buffer.getbuffer(), "file")
+    return Path(path)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -59,10 +60,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    from kdlab.utils.safe_load import load_weights
+
+    obj = load_weights(path, "checkpoint")
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of weights")
     return obj

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -78,10 +77,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> None:
             f"pretrained weights not found: {path}. kdlab never downloads weights; save them "
             "locally first (timm.create_model(NAME, pretrained=True).state_dict())."
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read pretrained weights {path}: {type(e).__name__}: {e}") from e
+    from kdlab.utils.safe_load import load_weights
+
+    obj = load_weights(path, "pretrained weights")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

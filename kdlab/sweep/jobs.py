@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from kdlab.run_config import read_launched
+from kdlab.sweep.grid import never_started
 from kdlab.sweep.records import ID_KEYS
 
 
@@ -35,13 +37,18 @@ def mark_launch(sweep_dir: Path) -> None:
 
 def superseded(job_dir: Path, sweep_dir: Path) -> bool:
     """A job folder the latest launch of the sweep did not start (an earlier grid point, e.g.
-    a bad value that the re-launched command replaced). Every launched job rewrites
-    ``.hydra/config.yaml`` at its start, a finished one too."""
+    a bad value that the re-launched command replaced). Every launched job notes its launch
+    in the folder at its start (``kdlab.run_config.mark_launched``), a finished one too."""
     try:
         launched = float((sweep_dir / LAUNCH).read_text())
     except (OSError, ValueError):
         return False
-    return (job_dir / ".hydra" / "config.yaml").stat().st_mtime < launched - 1.0
+    note = read_launched(job_dir)
+    when = note.get("time")
+    if not isinstance(when, int | float):
+        cfg = job_dir / ".hydra" / "config.yaml"
+        when = cfg.stat().st_mtime if cfg.is_file() else 0.0
+    return when < launched - 1.0
 
 
 def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -66,17 +73,24 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
             row["status"] = res.get("status", "finished")
             row |= {k: res.get(k) for k in ID_KEYS + ("test_acc_best", "error")}
         rows.append(row)
+    rows += never_started(
+        Path(sweep_dir), [r["overrides"] for r in rows if r["status"] != "superseded"]
+    )
     return with_slurm_states(rows)
 
 
 def slurm_task(job_dir: Path) -> str | None:
     """The SLURM task (``123_4``) that ran a job folder of a SLURM-launched sweep, else None."""
+    if job_dir is None:
+        return None
     try:
         hydra_cfg = OmegaConf.load(Path(job_dir) / ".hydra" / "hydra.yaml").hydra
         target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "")
         task = str(OmegaConf.select(hydra_cfg, "job.id", default="") or "")
     except Exception:  # no or unreadable hydra.yaml: not a job SLURM can tell us about
         return None
+    # .hydra/ is written once; a re-launched sweep runs the job as another SLURM task
+    task = str(read_launched(Path(job_dir)).get("slurm_task") or task)
     from kdlab.slurm.cluster import is_task_id
 
     return task if "Slurm" in target and is_task_id(task) else None
@@ -94,7 +108,9 @@ def with_slurm_states(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Without squeue (summarising on a machine outside the cluster) the rows stay as they are.
     """
     open_rows = {
-        id(r): t for r in rows if r["status"] in _OPEN and (t := slurm_task(Path(r["dir"])))
+        id(r): t
+        for r in rows
+        if r["status"] in _OPEN and r["dir"] and (t := slurm_task(Path(r["dir"])))
     }
     if not open_rows:
         return rows
@@ -128,9 +144,10 @@ def running(job_dir: Path) -> bool:
 
 
 STATUSES = (
-    "finished", "failed", "missing", "running", "interrupted", "requeued", "cancelled", "superseded"
+    "finished", "failed", "missing", "running", "interrupted", "requeued", "cancelled", "superseded",
+    "diverged",
 )  # fmt: skip
-INCOMPLETE = ("failed", "missing", "interrupted", "cancelled")  # need a re-run of the sweep
+INCOMPLETE = ("failed", "missing", "interrupted", "cancelled", "diverged")  # not done
 _OPEN = ("missing", "running", "requeued", "interrupted", "cancelled")  # SLURM may know more
 
 

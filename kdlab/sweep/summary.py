@@ -17,6 +17,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from kdlab.run_config import ConfigChanged
+from kdlab.sweep.grid import check_sweep_config
 from kdlab.sweep.jobs import INCOMPLETE, STATUSES, mark_launch, summarize
 
 log = logging.getLogger("kdlab.sweep")
@@ -33,7 +35,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         table.add_column(col, overflow="fold")
     colour = {"finished": "green", "failed": "red", "missing": "yellow", "running": "cyan",
               "requeued": "cyan", "interrupted": "yellow", "cancelled": "yellow",
-              "superseded": "dim"}  # fmt: skip
+              "superseded": "dim", "diverged": "red"}  # fmt: skip
     # Only the overrides that tell the jobs apart (α, T, seed…), not those every job shares.
     jobs = summary["jobs"]
     shared = set.intersection(*(set(j["overrides"]) for j in jobs)) if len(jobs) > 1 else set()
@@ -96,6 +98,11 @@ class SweepSummary(Callback):
         # A job that dies outright (OOM, node failure) makes submitit's result collection raise
         # and Hydra skip on_multirun_end: summarise what is there when the process exits.
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:  # before Hydra rewrites multirun.yaml: a refused sweep changes no file
+            check_sweep_config(config, self.sweep_dir)
+        except ConfigChanged as err:
+            log.error("%s", err)
+            raise SystemExit(2) from None
         mark_launch(self.sweep_dir)
         atexit.register(self._at_exit)
 

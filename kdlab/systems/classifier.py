@@ -18,6 +18,7 @@ from torchmetrics import MaxMetric
 
 from kdlab.data.batch import Batch
 from kdlab.metrics.classification import StageMetrics
+from kdlab.metrics.divergence import DivergenceWatch
 from kdlab.metrics.running import RunningMeans
 from kdlab.models.base import count_parameters
 from kdlab.models.memory_format import choose_channels_last, resolve_channels_last
@@ -62,6 +63,7 @@ class Classifier(L.LightningModule):
         self.test_prefix = "test"  # use_test_prefix("test_final") for the final weights
         num_classes = net.num_classes
         self.train_stats = RunningMeans()
+        self.divergence = DivergenceWatch()
         self._grad_params: tuple[list, list] | None = None
         with_teacher = self.has_teacher
         self.val_metrics = StageMetrics(num_classes, with_teacher)
@@ -169,6 +171,9 @@ class Classifier(L.LightningModule):
         x, y = batch.x.contiguous(memory_format=self.input_format), batch.y
         logits, terms = self.compute_losses(x, y, batch.index, batch.view)
         self.train_stats.update(terms, logits, y)  # epoch means and accuracy, on the device
+        self.divergence.update(terms, self.global_step, self.current_epoch)
+        if logits.device.type == "cpu" or self.logging_step():  # a sync only where it is free
+            self.divergence.check()
         if self.logging_step():
             for name, value in terms.items():
                 key = "train/loss" if name == "loss" else f"train/loss_{name}"
@@ -179,7 +184,14 @@ class Classifier(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.train_stats.reset()
 
+    def on_validation_epoch_start(self) -> None:
+        self.divergence.check()  # before validation, and so before this epoch's checkpoints
+
     def on_train_epoch_end(self) -> None:
+        self.divergence.check()
+        self.log_epoch_means()
+
+    def log_epoch_means(self) -> None:
         """The epoch's mean of every loss term and its accuracy (same names and values as
         Lightning's own epoch reduction of per-step logging)."""
         if not self.train_stats.count:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from tqdm.auto import tqdm
 
 from kdlab.data.augment import crop_flip_views, normalize
 from kdlab.models.export import save_atomic
+from kdlab.utils.safe_load import UnreadableFile, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +148,24 @@ def load_or_compute(
     """The ``logits`` tensor stored at ``path`` when its shape is ``shape``, else ``compute()``
     stored there (atomically, with ``meta``) for the next run."""
     if path.is_file():
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if tuple(obj["logits"].shape) == tuple(shape):
+        problem = None
+        try:
+            obj = load_weights(path, what)
+            logits = obj["logits"] if isinstance(obj, dict) else None
+            if not isinstance(logits, Tensor):
+                problem = "holds no logits tensor"
+            elif tuple(logits.shape) != tuple(shape):
+                problem = f"has shape {tuple(logits.shape)}, not {tuple(shape)}"
+        except UnreadableFile as e:
+            problem = str(e)
+        if problem is None:
             log.info("%s: reusing %s", what, path)
-            return obj["logits"]
-        log.warning("%s %s has the wrong shape; recomputing", what, path)
+            return logits
+        # a derived file: never a reason to fail the run, and kept for a look
+        aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        log.warning("%s %s cannot be used (%s): moved to %s, recomputing", what, path,
+                    problem, aside)  # fmt: skip
     log.info("%s: computing %s logits → %s", what, "×".join(map(str, shape[:-1])), path)
     logits = compute()
     save_atomic({"logits": logits, **meta}, path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,8 @@ def _clean(value: Any) -> Any:
 
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     """Write atomically so a killed run never leaves a half-written results.json."""
-    path = Path(path)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_clean(data), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    from kdlab.utils.checkpoint_io import write_atomic
+
+    text = json.dumps(_clean(data), indent=2, sort_keys=False) + "\n"
+    write_atomic(path, text.encode(), "results")
+    return Path(path)

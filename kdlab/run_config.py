@@ -1,0 +1,131 @@
+"""A run folder's config is fixed: written once, and a launch with another config is refused.
+
+Hydra would rewrite ``<run>/.hydra/`` at every launch, before kdlab sees the folder, so a
+relaunch with ``seed=1`` into a finished seed-0 folder (or a launch that is then refused because
+the folder is locked) would leave a config that no longer describes the weights and results
+beside it. kdlab turns Hydra's writing off (``hydra.output_subdir: null``) and writes the same
+three files itself, once, after it has checked the folder: :func:`write_hydra_files`.
+
+Keys that cannot change a result (where logs go, how progress is shown, whether a finished run
+is re-run) are ignored by the comparison; every other difference refuses the launch with the
+differing keys and the two ways out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+HYDRA_DIR = ".hydra"
+LAUNCHED = ".kdlab_launched"  # this launch's time (and SLURM task): the sweep summary reads it
+
+# Dotted prefixes that cannot change what a run computes.
+IGNORED = (
+    "logger", "paths", "hydra", "rerun", "resume", "export_teacher", "tags", "extras", "site",
+    "trainer.enable_progress_bar", "trainer.default_root_dir", "callbacks.progress_bar",
+    "callbacks.epoch_log", "callbacks.model_summary", "callbacks.slurm_requeue",
+    "data.root", "data.download", "data.verify",
+)  # fmt: skip
+
+
+class ConfigChanged(ValueError):
+    """A launch into a folder (or a sweep) whose recorded config differs from this one."""
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out |= _flat(v, f"{prefix}{k}.")
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: tree}
+
+
+def _ignored(key: str, extra: tuple[str, ...] = ()) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in IGNORED + extra)
+
+
+def differences(old: DictConfig | dict, new: DictConfig | dict, skip: tuple[str, ...] = ()):
+    """``[(key, old value, new value)]`` for every key that may change a result.
+
+    Interpolations are compared as written (``${seed}``), not resolved: a saved config holds
+    Hydra's own resolvers, which only resolve inside that launch. A key the old config lacks
+    and the new one leaves null is a setting added to kdlab since then, still off: no change.
+    """
+    if isinstance(old, DictConfig):
+        old = OmegaConf.to_container(old, resolve=False)
+    if isinstance(new, DictConfig):
+        new = OmegaConf.to_container(new, resolve=False)
+    a, b = _flat(old), _flat(new)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if _ignored(key, skip):
+            continue
+        if key not in a and b.get(key) is None:
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            diffs.append((key, a.get(key, "<absent>"), b.get(key, "<absent>")))
+    return diffs
+
+
+def describe(diffs, limit: int = 8) -> str:
+    shown = [f"{k}: {o!r} → {n!r}" for k, o, n in diffs[:limit]]
+    more = f" (and {len(diffs) - limit} more)" if len(diffs) > limit else ""
+    return "; ".join(shown) + more
+
+
+def saved_config(out: Path) -> DictConfig | None:
+    path = Path(out) / HYDRA_DIR / "config.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
+def check_folder_config(cfg: DictConfig, out: Path) -> None:
+    """Refuse a launch into ``out`` whose config differs from the one the folder records."""
+    old = saved_config(out)
+    if old is None:
+        return
+    diffs = differences(old, cfg)
+    if diffs:
+        raise ConfigChanged(
+            f"run folder {out} was launched with another config ({describe(diffs)}); its "
+            "checkpoints and results belong to that config, so nothing was started or changed. "
+            "Either pass rerun=true to train this config in that folder (its old outputs move "
+            "to previous/), or launch into a new folder (drop hydra.run.dir= / "
+            "hydra.sweep.dir=, or give another one)"
+        )
+
+
+def write_hydra_files(cfg: DictConfig, out: Path) -> None:
+    """``.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them, unless they exist."""
+    from hydra.core.hydra_config import HydraConfig
+
+    folder = Path(out) / HYDRA_DIR
+    if (folder / "config.yaml").is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        OmegaConf.save(OmegaConf.create({"hydra": hc}), folder / "hydra.yaml")
+        OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), folder / "overrides.yaml")
+    OmegaConf.save(cfg, folder / "config.yaml")  # last: its presence means "all written"
+
+
+def mark_launched(out: Path) -> None:
+    """Note this launch in the folder (time, SLURM task): the sweep summary tells the jobs of
+    the latest launch from older ones by it, and asks SLURM about the task that runs it now."""
+    from kdlab.slurm.cluster import task_id
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    note = {"time": time.time(), "slurm_task": task_id()}
+    (Path(out) / LAUNCHED).write_text(json.dumps(note) + "\n")
+
+
+def read_launched(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(out) / LAUNCHED).read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,91 @@
+"""A sweep's grid as Hydra expands it: which keys vary, which jobs were planned, and the
+refusal of a re-launch whose fixed settings changed.
+
+Re-running the same ``-m`` command completes a sweep (finished jobs are skipped). Re-running it
+with a changed setting that is not part of the grid (``optim.lr=0.01``) would skip every
+finished job and present their old results as the new sweep's, so it is refused before Hydra
+rewrites ``multirun.yaml``, naming the keys; grid values may change (more seeds, another α).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from kdlab.run_config import ConfigChanged, describe, differences
+
+
+def _parsed(overrides: list[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(overrides=[str(o) for o in overrides])
+
+
+def grid_keys(overrides: list[str]) -> tuple[str, ...]:
+    """Config keys (and group packages) that a sweep's overrides vary."""
+    keys = []
+    for o in _parsed(overrides):
+        if o.is_sweep_override():
+            keys.append(o.key_or_group.replace("/", "."))
+    return tuple(keys)
+
+
+def check_sweep_config(config: DictConfig, sweep_dir: Path) -> None:
+    """Refuse a re-launch into ``sweep_dir`` whose settings outside the grid changed."""
+    saved = Path(sweep_dir) / "multirun.yaml"
+    if not saved.is_file() or config.get("rerun"):
+        return
+    old = OmegaConf.load(saved)
+    old_overrides = list(OmegaConf.select(old, "hydra.overrides.task", default=[]) or [])
+    new_overrides = list(config.hydra.overrides.task)
+    varied = grid_keys(old_overrides) + grid_keys(new_overrides)
+    if any(k.lstrip("+~").split("@")[0] in ("experiment",) for k in varied):
+        return  # a grid over experiments changes every key: each job folder checks its own
+    skip = tuple(k.lstrip("+~") for k in varied)
+    old_task = {k: v for k, v in OmegaConf.to_container(old, resolve=False).items() if k != "hydra"}
+    new_task = {k: v for k, v in OmegaConf.to_container(config, resolve=False).items()
+                if k != "hydra"}  # fmt: skip
+    diffs = differences(old_task, new_task, skip)
+    if diffs:
+        raise ConfigChanged(
+            f"sweep folder {sweep_dir} was launched with other settings outside the grid "
+            f"({describe(diffs)}); its finished jobs would be reported as this sweep's. Nothing "
+            "was started or changed. Launch into a new sweep folder (drop hydra.sweep.dir=), or "
+            "add rerun=true to train every job of this folder again (old outputs move to "
+            "previous/)"
+        )
+
+
+def planned_jobs(sweep_dir: Path) -> list[list[str]] | None:
+    """The override list of every job the latest launch planned (Hydra's basic sweeper), or
+    None when another sweeper decides the jobs as it goes (Optuna)."""
+    saved = Path(sweep_dir) / "multirun.yaml"
+    if not saved.is_file():
+        return None
+    cfg = OmegaConf.load(saved)
+    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or "")
+    if not target.endswith("BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    overrides = list(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [])
+    batches = BasicSweeper.split_arguments(_parsed(overrides), None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def never_started(sweep_dir: Path, started: list[list[str]]) -> list[dict[str, Any]]:
+    """Rows for planned jobs that have no folder (the sweep was stopped before them)."""
+    planned = planned_jobs(sweep_dir)
+    if planned is None:
+        return []
+    seen = [sorted(o) for o in started]
+    rows = []
+    for overrides in planned:
+        if sorted(overrides) in seen:
+            seen.remove(sorted(overrides))
+            continue
+        rows.append({"job": "-", "dir": None, "overrides": overrides, "status": "missing",
+                     "error": "never started (the sweep stopped before this job)"})  # fmt: skip
+    return rows
