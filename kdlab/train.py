@@ -59,8 +59,8 @@ from kdlab.runs import (
 from kdlab.utils.checkpoint_io import SafeCheckpointIO
 from kdlab.utils.errors import user_error
 from kdlab.utils.method_params import flat_hparams
-from kdlab.utils.resolvers import register
 from kdlab.utils.quiet import quiet_libraries
+from kdlab.utils.resolvers import register
 from kdlab.utils.runlog import claim_log_files
 
 register()
