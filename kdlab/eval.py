@@ -2,9 +2,12 @@
 
 Any checkpoint kdlab can load is accepted: a run's Lightning checkpoint (its architecture and
 data settings come from the run's ``.hydra/config.yaml``), a teacher-store export (it carries
-its model config), or a plain or published state dict (then ``model=ARCH`` names the network).
-With ``teacher.ckpt=PATH`` the student's agreement with the teacher, KL(teacher ‖ student) and
-the teacher's own accuracy are added — the same metric objects a training run tests with.
+its model config), or a plain or published state dict (then ``model=ARCH`` names the network,
+``teacher.model=ARCH`` the teacher's). With ``teacher.ckpt=PATH`` the student's agreement with
+the teacher, KL(teacher ‖ student) and the teacher's own accuracy are added. The test runs
+through ``Trainer.test`` with the metric objects of a training run, and eval.json holds the
+keys a run's results.json holds for the same numbers (``test_acc_best`` …), so the two can be
+compared key by key. Only the test split is read.
 """
 
 from __future__ import annotations
@@ -15,23 +18,28 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kdlab import CONF_DIR
-from kdlab.metrics.classification import StageMetrics
-from kdlab.models.export import is_published_format, network_state, read_checkpoint
+from kdlab.models.export import is_published_format, network_state, read_checkpoint, sha256_file
+from kdlab.results import eval_record
+from kdlab.systems.evaluator import Evaluator
+from kdlab.utils.errors import user_error
 from kdlab.utils.provenance import write_json
+from kdlab.utils.quiet import quiet_libraries
 from kdlab.utils.resolvers import register
 
 register()
+quiet_libraries()
 log = logging.getLogger("kdlab.eval")
 
 
 def run_config(ckpt: Path) -> DictConfig | None:
-    """The resolved config of the run a Lightning checkpoint belongs to (``<run>/.hydra``)."""
+    """The config of the run a Lightning checkpoint belongs to (``<run>/.hydra``)."""
     for folder in (ckpt.parent.parent, ckpt.parent):
         path = folder / ".hydra" / "config.yaml"
         if path.is_file():
@@ -50,13 +58,23 @@ def model_config(name: str, data: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(root.model, resolve=True)
 
 
-def load_network(path: str | Path, model: str | None, data: DictConfig) -> torch.nn.Module:
-    """Build the network a checkpoint holds and load its weights strictly."""
+def load_network(
+    path: str | Path, model: DictConfig | dict | str | None, data: DictConfig
+) -> torch.nn.Module:
+    """Build the network a checkpoint holds and load its weights strictly.
+
+    ``model`` is a model config (``model=ARCH`` composed it), a model name, or None: then the
+    file or its run says which network it holds.
+    """
     path = Path(path)
     obj = read_checkpoint(path)
     run = run_config(path)
-    if model is not None:
+    if isinstance(model, str):
         cfg = model_config(model, data)
+    elif model is not None:
+        cfg = (
+            OmegaConf.to_container(model, resolve=True) if isinstance(model, DictConfig) else model
+        )
     elif isinstance(obj.get("model"), dict) and "_target_" in obj["model"]:
         cfg = obj["model"]  # a teacher-store export
     elif run is not None:
@@ -75,7 +93,12 @@ def load_network(path: str | Path, model: str | None, data: DictConfig) -> torch
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{path} does not match '{getattr(net, 'arch', '?')}': {e}") from e
+        from kdlab.teachers.store import _mismatches
+
+        raise ValueError(
+            f"{path} does not match '{getattr(net, 'arch', '?')}' ({_mismatches(net, state)}); "
+            "name the network it holds with model=ARCH (teacher.model=ARCH for a teacher)"
+        ) from e
     return net.eval()
 
 
@@ -91,30 +114,22 @@ def data_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(data, given)
 
 
-@torch.no_grad()
-def evaluate(net, teacher, loader, device: torch.device) -> dict[str, float]:
-    """Test metrics of ``net`` (and its agreement with ``teacher``) over ``loader``."""
-    metrics = StageMetrics(net.num_classes, teacher is not None).to(device)
-    net.to(device).eval()
-    if teacher is not None:
-        teacher.to(device).eval()
-    n = 0
-    for batch in loader:
-        b = batch.to(device)
-        t_logits = teacher(b.x) if teacher is not None else None
-        metrics.update(net(b.x), b.y, t_logits)
-        n += len(b)
-    return {"n_images": n} | {name: float(m.compute()) for name, m in metrics.items()}
+def test_metrics(net, teacher, datamodule, device: str) -> dict[str, float]:
+    """``Trainer.test`` of ``net`` (with ``teacher``) on the test split: ``test/*`` values."""
+    system = Evaluator(net, teacher)
+    accelerator = "auto" if device == "auto" else ("cpu" if device == "cpu" else "gpu")
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, precision="32-true",
+    )  # fmt: skip
+    return trainer.test(system, datamodule=datamodule, verbose=False)[0]
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-def main(cfg: DictConfig) -> dict[str, Any]:
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data = data_config(cfg)
     with open_dict(cfg):
         cfg.data = data
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)  # fmt: skip
-    net = load_network(cfg.ckpt, cfg.model, data)
+    net = load_network(cfg.ckpt, cfg.get("model"), data)
     teacher = load_network(cfg.teacher.ckpt, cfg.teacher.model, data) if cfg.teacher.ckpt else None
     for role, model in (("student", net), ("teacher", teacher)):
         if model is not None and model.num_classes != data.num_classes:
@@ -124,18 +139,35 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             )
     dm = instantiate(data)
     dm.prepare_data()
-    dm.setup()
-    res = {"ckpt": str(cfg.ckpt), "arch": getattr(net, "arch", None), "dataset": data.name,
-           "teacher_ckpt": cfg.teacher.ckpt}  # fmt: skip
-    m = evaluate(net, teacher, dm.loader("test"), device)
-    res |= {"n_images": m.pop("n_images")}
-    res |= {f"test_{k}": v for k, v in m.items()}
+    metrics = test_metrics(net, teacher, dm, cfg.device)
+    run = run_config(Path(cfg.ckpt))
+    res = eval_record(
+        run, metrics, with_teacher=teacher is not None,
+        arch=getattr(net, "arch", None), dataset=data.name,
+        ckpt=str(cfg.ckpt), ckpt_sha256=sha256_file(cfg.ckpt),
+        teacher_ckpt=cfg.teacher.ckpt,
+        teacher_sha256=sha256_file(cfg.teacher.ckpt) if cfg.teacher.ckpt else None,
+        n_images=len(dm.splits["test"][1]),
+    )  # fmt: skip
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, res)
     log.info("%s", json.dumps(res, indent=2))
     log.info("wrote %s", out)
     return res
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return evaluate(cfg)
+    except Exception as err:
+        if not user_error(err):
+            raise
+        from kdlab.results import error_text
+
+        log.error("%s", error_text(err))
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

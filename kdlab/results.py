@@ -145,9 +145,9 @@ def progress(system, trainer) -> dict[str, Any]:
 
 def error_text(err: BaseException) -> str:
     """``Type: message`` of the error that caused ``err`` (Hydra wraps constructor errors)."""
-    root = err
-    while root.__cause__ is not None:
-        root = root.__cause__
+    from kdlab.utils.errors import root_cause
+
+    root = root_cause(err)
     return f"{type(root).__name__}: {root}"
 
 
@@ -177,7 +177,22 @@ def write_failure(cfg: DictConfig, err: BaseException, system=None, trainer=None
     (out / "error.txt").write_text(tb)
     res = write_record(cfg, "failed", system, trainer, error=error_text(err))
     log.error("run failed: %s (traceback in %s)", res["error"], out / "error.txt")
+    err.kdlab_recorded = True  # said once: the entry point need not repeat it
     return res
+
+
+def eval_record(
+    run_cfg: DictConfig | None, metrics: dict, with_teacher: bool, arch: str | None,
+    dataset: str, **fields: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """eval.json of ``python -m kdlab.eval``: the evaluated run's identity when the checkpoint
+    belongs to a run, and its test metrics under the keys a run's record uses."""
+    res = identity(run_cfg) if run_cfg is not None else {}
+    res |= {"dataset": dataset, "student": arch}
+    if not with_teacher:
+        res["teacher"] = None
+    res |= metric_results(metrics, None, with_teacher, 1)
+    return res | fields | {"git_commit": git_commit()}
 
 
 def export_teacher(cfg: DictConfig, system, res: dict[str, Any]) -> Path:

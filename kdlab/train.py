@@ -226,11 +226,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     try:
         with stop_on_signals():
             return train(cfg)
-    except Terminated as stop:
-        if multirun:
-            from kdlab.sweep.summary import summarize_now
-
-            summarize_now(HydraConfig.get().sweep.dir)
+    except Terminated as stop:  # a sweep stops too: its summary is printed at exit
         raise SystemExit(stop.exit_code) from None
     except (FolderLocked, ConfigChanged) as err:  # another run's folder: nothing written into it
         log.error("%s", err)
@@ -242,13 +238,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             return read_results(Path(HydraConfig.get().runtime.output_dir)) or {
                 "status": "failed", "error": error_text(err)}  # fmt: skip
         if isinstance(err, RunDiverged) or user_error(err):
-            where = Path(cfg.paths.output_dir)
-            record = (
-                f" (record: {where / 'results.json'})"
-                if (where / "error.txt").is_file() or isinstance(err, RunDiverged)
-                else ""
-            )
-            log.error("%s%s", err if isinstance(err, RunDiverged) else error_text(err), record)
+            if isinstance(err, RunDiverged):
+                log.error("%s (record: %s)", err, Path(cfg.paths.output_dir) / "results.json")
+            elif not getattr(err, "kdlab_recorded", False):
+                log.error("%s", error_text(err))
             raise SystemExit(1) from None
         raise
     finally:

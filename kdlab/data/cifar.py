@@ -169,7 +169,12 @@ class CIFARDataModule(L.LightningDataModule):
             ) from err
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
+        if stage in ("test", "predict"):  # evaluating a trained network needs no split
+            if "test" not in self.splits:
+                self.splits["test"] = load_split(self.root, self.name, train=False,
+                                                 verify=self.verify)  # fmt: skip
+            return
+        if "train" in self.splits:
             return
         x, y = load_split(self.root, self.name, train=True, verify=self.verify)
         if self.val_size >= len(y):
@@ -186,7 +191,8 @@ class CIFARDataModule(L.LightningDataModule):
             train_idx = self._balanced_subset(train_idx, y[train_idx])
         self.splits["train"] = (x[train_idx], y[train_idx])
         self.splits["val"] = (x[val_idx], y[val_idx])
-        self.splits["test"] = load_split(self.root, self.name, train=False, verify=self.verify)
+        if "test" not in self.splits:
+            self.splits["test"] = load_split(self.root, self.name, train=False, verify=self.verify)
         # positions in the official training set: for caches and for checking the split
         self.train_indices, self.val_indices = train_idx, val_idx
         log.info(
@@ -207,6 +213,13 @@ class CIFARDataModule(L.LightningDataModule):
             raise DataError(
                 f"data.train_size={self.train_size} but the training split has only "
                 f"{len(train_idx)} images ({self.root}, data.val_size={self.val_size})"
+            )
+        classes = len(np.unique(labels))
+        if self.train_size < classes:
+            raise DataError(
+                f"data.train_size={self.train_size} is smaller than the {classes} classes of the "
+                f"training split: some classes would have no training image at all. Use "
+                f"data.train_size={classes} or more (null = the whole split)"
             )
         gen = torch.Generator().manual_seed(self.split_seed + 1)
         order = torch.randperm(len(train_idx), generator=gen).numpy()
@@ -233,8 +246,8 @@ class CIFARDataModule(L.LightningDataModule):
         ``loader("train")`` without ``train`` gives the un-augmented training set in order,
         used for train-set fidelity and teacher caches.
         """
-        if not self.splits:
-            self.setup()
+        if split not in self.splits:
+            self.setup("test" if split == "test" else "fit")
         images, labels = self.splits[split]
         augment = train and self.augment
         bs = self.batch_size if train else self.eval_batch_size

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_FILE = "results.json"
+ARCHIVE = "previous"  # kdlab.runs.archive moves earlier attempts of a run folder here
 # Without these a run cannot be grouped, paired by seed or ranked on val.
 REQUIRED_KEYS = ("dataset", "student", "method", "seed", "val_acc_best", "test_acc_best")
 NUMERIC_KEYS = (
@@ -54,6 +55,11 @@ def _warn(msg: str, problems: list[str] | None) -> None:
     warnings.warn(msg, ReportWarning, stacklevel=3)
 
 
+def current(path: Path, root: Path) -> bool:
+    """Not an earlier attempt: ``rerun=true`` and retries move those to ``<run>/previous/``."""
+    return ARCHIVE not in path.relative_to(root).parts
+
+
 def find_result_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
     """``(results.json files, run folders that lack one)`` under ``paths``, each sorted.
 
@@ -72,8 +78,10 @@ def find_result_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Pat
                 )
             files.add(p.resolve())
             continue
-        files.update(f.resolve() for f in p.rglob(RESULTS_FILE) if f.is_file())
-        run_dirs.update(h.parent.resolve() for h in p.rglob(".hydra") if h.is_dir())
+        files.update(f.resolve() for f in p.rglob(RESULTS_FILE) if f.is_file() and current(f, p))
+        run_dirs.update(
+            h.parent.resolve() for h in p.rglob(".hydra") if h.is_dir() and current(h, p)
+        )
     missing = sorted(d for d in run_dirs if not (d / RESULTS_FILE).exists())
     return sorted(files), missing
 
@@ -96,7 +104,9 @@ def _check(data: Any) -> str | None:
     return None
 
 
-def read_run(path: str | Path, problems: list[str] | None = None) -> Run | None:
+def read_run(
+    path: str | Path, problems: list[str] | None = None, left_out: list | None = None
+) -> Run | None:
     """Read one results.json; a warning naming the file and None when it cannot be used."""
     path = Path(path)
     try:
@@ -104,18 +114,34 @@ def read_run(path: str | Path, problems: list[str] | None = None) -> Run | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         _warn(f"skipping {path}: unreadable or malformed JSON ({e})", problems)
         return None
+    status = data.get("status", "finished") if isinstance(data, dict) else None
+    if status is not None and status != "finished":
+        detail = data.get("reason") or data.get("error")
+        msg = f"left out {path}: the run is {status}" + (f" ({detail})" if detail else "")
+        if left_out is not None:
+            left_out.append((path, data, msg))  # warned by collect_runs, which knows the rest
+        else:
+            _warn(msg, problems)
+        return None
     why = _check(data)
     if why:
         _warn(f"skipping {path}: {why}", problems)
-        return None
-    status = data.get("status", "finished")
-    if status != "finished":
-        _warn(f"skipping {path}: status is {status!r}, not 'finished'", problems)
         return None
     if data.get("train_size"):
         # a low-data run is compared only with runs on the same number of training images
         data["dataset"] = f"{data['dataset']}[{data['train_size']}]"
     return Run(path=path, data=data)
+
+
+POINT_KEYS = ("experiment", "teacher", "student", "method", "method_label", "seed")
+
+
+def _same_point(finished: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Two records of one grid point and seed (the finished one has its dataset renamed for
+    low-data runs, hence the comparison of the size itself)."""
+    return all(finished.get(k) == other.get(k) for k in POINT_KEYS) and finished.get(
+        "train_size"
+    ) == other.get("train_size")
 
 
 def collect_runs(paths: Iterable[str | Path], problems: list[str] | None = None) -> list[Run]:
@@ -140,7 +166,13 @@ def collect_runs(paths: Iterable[str | Path], problems: list[str] | None = None)
             f"no {RESULTS_FILE} found under {', '.join(map(str, paths))}; point the report at a "
             f"run folder or a sweep folder written by `python -m kdlab.train`"
         )
-    runs = [r for r in (read_run(f, problems) for f in files) if r is not None]
+    left_out: list[tuple[Path, dict, str]] = []
+    runs = [r for r in (read_run(f, problems, left_out) for f in files) if r is not None]
+    for _, data, msg in left_out:
+        twin = next((r for r in runs if _same_point(r.data, data)), None)
+        if twin is not None:
+            msg += f"; its seed {data.get('seed')} is taken from the finished run {twin.path}"
+        _warn(msg, problems)
     if not runs:
         raise ReportError(
             f"none of the {len(files)} {RESULTS_FILE} file(s) under {', '.join(map(str, paths))} "

@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if not Path(a.sweep_dir).is_dir():
         p.error(f"{a.sweep_dir} is not a folder")
+    if not (Path(a.sweep_dir) / "multirun.yaml").is_file():
+        p.error(
+            f"{a.sweep_dir} is not a sweep folder of python -m kdlab.train -m (no multirun.yaml); "
+            "give a multiruns/<name>/<time> folder"
+        )
     if a.resume:
         args, cwd = resume_command(a.sweep_dir, a.overrides)
         print("resuming:", " ".join(args[1:]), flush=True)

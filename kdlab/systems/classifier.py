@@ -240,8 +240,11 @@ class Classifier(L.LightningModule):
                 group["lr"] *= self.lr_scale
                 group["initial_lr"] = group["lr"]
         if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+            # a constant schedule, so the learning rate is logged as `lr` like every other run
+            # (Lightning names an optimiser without a scheduler `lr-<OptimiserClass>`)
+            scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        else:
+            scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "name": "lr"},

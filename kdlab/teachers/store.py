@@ -123,7 +123,12 @@ def build_teacher(
     """
     if ckpts:
         paths, member_seeds = [Path(p) for p in ckpts], [seed] * len(ckpts)
-    elif seeds:
+    elif seeds is not None:
+        if len(seeds) == 0:
+            raise ValueError(
+                "teacher.seeds=[] names no teacher: give the ensemble's seeds "
+                "(teacher.seeds=[0,1,2]), or drop teacher.seeds for the single teacher.seed"
+            )
         paths = [store_path(store, dataset, arch, s) for s in seeds]
         member_seeds = list(seeds)
     elif ckpt:

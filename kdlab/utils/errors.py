@@ -8,8 +8,12 @@ from kdlab.utils.checkpoint_io import DiskFull
 
 
 def root_cause(err: BaseException) -> BaseException:
-    """The error under Hydra's and Lightning's wrappers (``raise … from``)."""
-    while err.__cause__ is not None:
+    """The error under Hydra's wrappers (``instantiate`` re-raises a constructor's error as an
+    ``InstantiationException`` from it); kdlab's own errors keep the cause they were raised
+    from (a failed download's URLError) as detail, not as the message."""
+    from hydra.errors import HydraException
+
+    while isinstance(err, HydraException) and err.__cause__ is not None:
         err = err.__cause__
     return err
 
