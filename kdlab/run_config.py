@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 HYDRA_DIR = ".hydra"
-LAUNCHED = ".kdlab_launched"  # this launch's time (and SLURM task): the sweep summary reads it
+LAUNCHED = ".kdlab_jobs"  # <sweep>/.kdlab_jobs/<job>.json: the latest launch of each job
 
 # Dotted prefixes that cannot change what a run computes.
 IGNORED = (
@@ -114,18 +114,29 @@ def write_hydra_files(cfg: DictConfig, out: Path) -> None:
     OmegaConf.save(cfg, folder / "config.yaml")  # last: its presence means "all written"
 
 
+def _note_path(out: Path) -> Path:
+    return Path(out).parent / LAUNCHED / f"{Path(out).name}.json"
+
+
 def mark_launched(out: Path) -> None:
-    """Note this launch in the folder (time, SLURM task): the sweep summary tells the jobs of
-    the latest launch from older ones by it, and asks SLURM about the task that runs it now."""
+    """Note that this launch of a sweep ran the job in ``out`` (time, SLURM task), beside the
+    job folders: the summary tells the jobs of the latest launch from older ones by it and
+    asks SLURM about the task that runs it now. The job folder itself stays untouched, so a
+    finished job that is skipped changes no file."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from kdlab.slurm.cluster import task_id
 
-    Path(out).mkdir(parents=True, exist_ok=True)
-    note = {"time": time.time(), "slurm_task": task_id()}
-    (Path(out) / LAUNCHED).write_text(json.dumps(note) + "\n")
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    note = _note_path(out)
+    note.parent.mkdir(parents=True, exist_ok=True)
+    note.write_text(json.dumps({"time": time.time(), "slurm_task": task_id()}) + "\n")
 
 
 def read_launched(out: Path) -> dict[str, Any]:
     try:
-        return json.loads((Path(out) / LAUNCHED).read_text())
+        return json.loads(_note_path(out).read_text())
     except (OSError, ValueError):
         return {}

@@ -157,6 +157,21 @@ class RunLock:
         except OSError:
             return True
 
+    def _held_by(self, holder: dict[str, Any]) -> FolderLocked:
+        return FolderLocked(
+            f"run folder {self.path.parent} is in use by pid {holder.get('pid')} on "
+            f"host {holder.get('host')} (since {time.ctime(holder.get('started', 0))}). Wait "
+            f"for it, use another folder, or, if that process is gone, delete {self.path}"
+        )
+
+    def check_free(self) -> None:
+        """Raise ``FolderLocked`` when a live run holds the folder (reads only)."""
+        holder = self._holder()
+        if self.path.is_file() and not self._stale(holder):
+            if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                return
+            raise self._held_by(holder)
+
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
@@ -169,12 +184,7 @@ class RunLock:
                     self.held = True  # this process already holds it (a retry in-process)
                     return
                 if not self._stale(holder):
-                    raise FolderLocked(
-                        f"run folder {self.path.parent} is in use by pid {holder.get('pid')} on "
-                        f"host {holder.get('host')} (since "
-                        f"{time.ctime(holder.get('started', 0))}). Wait for it, use another "
-                        f"folder, or, if that process is gone, delete {self.path}"
-                    ) from None
+                    raise self._held_by(holder) from None
                 log.warning("taking over a stale lock of %s (holder %s)", self.path.parent, holder)
                 self.path.unlink(missing_ok=True)
                 continue

@@ -97,8 +97,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     chief = rank_zero_only.rank == 0
     prior = read_results(out)
+    if chief:
+        RunLock(out).check_free()  # these two read only: a refused launch changes no file
     if not cfg.rerun:
-        check_folder_config(cfg, out)  # reads only: a refused launch changes no file
+        check_folder_config(cfg, out)
     if prior is not None and prior.get("status", "finished") == "finished" and not cfg.rerun:
         if chief:
             mark_launched(out)

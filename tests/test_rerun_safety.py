@@ -138,7 +138,7 @@ def test_second_launch_into_a_held_folder_fails_fast_and_a_stale_lock_is_taken(w
         hold.send_signal(signal.SIGKILL)  # leaves its lock behind, as a crash would
         hold.wait()
     assert (out / ".kdlab.lock").exists()
-    third = run_train(world["root"], *args)
+    third = run_train(world["root"], *args, "rerun=true")  # the held run's config had Hold
     assert "stale lock" in third.stdout + third.stderr and results(out)["status"] == "finished"
 
 
@@ -166,10 +166,18 @@ def test_eval_reproduces_the_runs_test_accuracy(world):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     ev = json.loads((out / "eval.json").read_text())
-    for key in ("acc", "nll", "ece", "agreement", "kl"):
-        ours, theirs = ev[f"test_{key}"], res[f"test_{key}_best" if key == "acc" else f"test_{key}"]
-        assert ours == pytest.approx(theirs, rel=1e-5, abs=1e-6), key
-    assert ev["n_images"] == 64 and ev["test_teacher_acc"] == pytest.approx(res["teacher_test_acc"])
+    keys = (
+        "test_acc_best",
+        "test_nll",
+        "test_ece",
+        "test_agreement",
+        "test_kl",
+        "teacher_test_acc",
+    )
+    for key in keys:  # the run record's own keys
+        assert ev[key] == pytest.approx(res[key], rel=1e-5, abs=1e-6), key
+    assert ev["n_images"] == 64
+    assert (ev["experiment"], ev["seed"], ev["method"]) == (res["experiment"], 0, res["method"])
 
 
 @pytest.mark.parametrize(
@@ -181,14 +189,25 @@ def test_eval_reproduces_the_runs_test_accuracy(world):
         (["+trainer.gradient_clip_val=0.5"], "pass grad_clip=<max norm>"),
         (["data=cifar100"], "holds cifar10"),
         (["resume=sometimes"], "resume='sometimes' is not allowed"),
+        (["seed=1.5"], "seed=1.5 is not an integer"),
+        (["data.val_size=6000"], "data.val_size=6000 leaves no training images"),
+        (["optim.lr=-1"], "optim.lr=-1 must be > 0"),
+        (["data.train_size=7"], "data.train_size=7 is smaller than the 10 classes"),
+        ([*DISTIL, "teacher.seeds=[]"], "teacher.seeds=[] names no teacher"),
     ],
 )
 def test_bad_input_stops_before_training_with_one_clear_message(world, overrides, message):
-    out = world["root"] / f"bad_{overrides[0].split('=')[0].strip('+')}"
-    proc = run_train(world["root"], *BASE, *tiny(world), *overrides, f"hydra.run.dir={out}",
+    out = world["root"] / f"bad_{hashlib.sha256(' '.join(overrides).encode()).hexdigest()[:8]}"
+    base = [] if overrides[0].startswith("+experiment") else BASE
+    proc = run_train(world["root"], *base, *tiny(world), *overrides, f"hydra.run.dir={out}",
                      check=False)  # fmt: skip
-    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and message in text
+    assert "Traceback" not in text and text.count(message) == 1  # one message, said once
     assert not (out / "checkpoints").exists()  # nothing trained
+    record = results(out)  # the failure is the folder's record, its traceback beside it
+    assert record["status"] == "failed" and message in record["error"]
+    assert "Traceback" in (out / "error.txt").read_text()
 
 
 def test_corrupt_last_checkpoint_names_the_way_out(world):
