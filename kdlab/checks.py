@@ -76,8 +76,10 @@ def check_run_settings(cfg: DictConfig) -> None:
     lr = (cfg.get("optim") or {}).get("lr")
     if isinstance(lr, bool) or (lr is not None and not isinstance(lr, int | float)):
         raise ValueError(f"optim.lr={lr!r} is not a number: pass e.g. optim.lr=0.05")
-    if lr is not None and not lr > 0:
-        raise ValueError(f"optim.lr={lr} must be > 0: pass e.g. optim.lr=0.05")
+    if lr is not None and lr < 0:  # 0 is allowed: a frozen-weights control run
+        raise ValueError(
+            f"optim.lr={lr} is negative: pass a learning rate >= 0, e.g. optim.lr=0.05"
+        )
     if cfg.get("resume", "auto") not in ("auto", "previous", "never"):
         raise ValueError(
             f"resume={cfg.get('resume')!r} is not allowed: auto (continue from "

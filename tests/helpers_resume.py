@@ -11,13 +11,19 @@ import lightning as L
 
 
 class StopAfterEpochs(L.Callback):
-    """Stop the fit loop once ``epochs`` epochs (training + validation + checkpoint) are done."""
+    """Stop the fit loop once ``epochs`` epochs (training + validation + checkpoint) are done,
+    the first time this run folder gets there (a marker file remembers): the relaunch, with
+    the same config, trains to the end."""
 
     def __init__(self, epochs: int = 1) -> None:
         self.epochs = epochs
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch + 1 >= self.epochs:
+        from pathlib import Path
+
+        marker = Path(trainer.default_root_dir) / "stopped_once"
+        if trainer.current_epoch + 1 >= self.epochs and not marker.exists():
+            marker.write_text("stopped\n")
             trainer.should_stop = True
 
 

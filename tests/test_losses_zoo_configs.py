@@ -73,7 +73,7 @@ def test_one_training_step_from_the_config(teachers, method, teacher_arch, stude
     loss.set_epoch(0)
     own = list(loss.terms[method].parameters())
     assert bool(own) == (method in ("crd", "reviewkd"))
-    opt = system.configure_optimizers()
+    opt = system.configure_optimizers()["optimizer"]
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert all(id(p) in in_opt for p in own)
 

@@ -363,7 +363,7 @@ def test_zoo_config_trains_one_distiller_step(method, student, teacher_net):
     term = loss.terms[method]
     assert term.stage_pairs and loss.uses_features and not loss.student_preact
     phases = [0, term.init_epochs] if isinstance(term, FactorTransfer) else [0]
-    opt = system.configure_optimizers()
+    opt = system.configure_optimizers()["optimizer"]
     for epoch in phases:
         loss.set_epoch(epoch)
         opt.zero_grad(set_to_none=True)

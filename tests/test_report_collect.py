@@ -41,7 +41,7 @@ def test_bad_runs_are_named_in_warnings_and_good_ones_kept(tmp_path):
     assert any("missing results" in m and str(tmp_path / "5") in m for m in msgs)
     assert any(str(tmp_path / "1" / "results.json") in m and "malformed JSON" in m for m in msgs)
     assert any("lacks required key(s) ['test_acc_best']" in m for m in msgs)
-    assert any("status is 'failed'" in m for m in msgs)
+    assert any("the run is failed" in m and str(tmp_path / "3") in m for m in msgs)
     assert any("'val_acc_best' must be a number" in m for m in msgs)
 
 

@@ -191,7 +191,7 @@ def test_eval_reproduces_the_runs_test_accuracy(world):
         (["resume=sometimes"], "resume='sometimes' is not allowed"),
         (["seed=1.5"], "seed=1.5 is not an integer"),
         (["data.val_size=6000"], "data.val_size=6000 leaves no training images"),
-        (["optim.lr=-1"], "optim.lr=-1 must be > 0"),
+        (["optim.lr=-1"], "optim.lr=-1 is negative"),
         (["data.train_size=7"], "data.train_size=7 is smaller than the 10 classes"),
         ([*DISTIL, "teacher.seeds=[]"], "teacher.seeds=[] names no teacher"),
     ],

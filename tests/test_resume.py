@@ -30,8 +30,11 @@ def test_interrupted_run_resumes_to_identical_metrics(tmp_path):
     full, part = tmp_path / "full", tmp_path / "interrupted"
     run_train(tmp_path, *args, f"hydra.run.dir={full}")
 
+    # the relaunch must be the same config (a folder's config is fixed): both launches carry
+    # the stopper, which acts once, and the probe, which records where fit started
     stop = "+callbacks.stopper._target_=helpers_resume.StopAfterEpochs"
-    first = run_train(tmp_path, *args, stop, f"hydra.run.dir={part}")
+    probe = "+callbacks.probe._target_=helpers_resume.ProbeStart"
+    first = run_train(tmp_path, *args, stop, probe, f"hydra.run.dir={part}")
     assert "resuming from" not in first.stderr + first.stdout
     ckpt = torch.load(part / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert (ckpt["epoch"], ckpt["global_step"]) == (0, 2)
@@ -40,8 +43,7 @@ def test_interrupted_run_resumes_to_identical_metrics(tmp_path):
     assert "kdlab_rng_states" in ckpt
     assert results(part)["epochs_trained"] == 1
 
-    probe = "+callbacks.probe._target_=helpers_resume.ProbeStart"
-    second = run_train(tmp_path, *args, probe, f"hydra.run.dir={part}")
+    second = run_train(tmp_path, *args, stop, probe, f"hydra.run.dir={part}")
     assert f"resuming from {part / 'checkpoints' / 'last.ckpt'}" in second.stderr + second.stdout
     start = json.loads((part / "fit_start.json").read_text())
     assert start == {"epoch": 1, "global_step": 2}  # continued after epoch 1, not restarted

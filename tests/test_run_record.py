@@ -168,7 +168,7 @@ def test_a_failed_run_is_named_failed_in_the_report(world, tmp_path):
 
     problems: list[str] = []
     assert read_run(out / "results.json", problems) is None
-    assert "the run is failed" in problems[0] and "optim.lr=-1" in problems[0]
+    assert "the run is failed" in problems[0] and "optim.lr=-1 is negative" in problems[0]
     assert "lacks required key" not in problems[0]
 
 

@@ -95,7 +95,7 @@ def test_failing_job_does_not_hide_the_others(world):
 def test_single_run_failure_still_raises(world):
     proc = run_train(world["root"], *DISTIL, *tiny(world), "alpha=1.5", check=False)
     assert proc.returncode != 0
-    assert "alpha=1.5 is outside [0, 1]" in proc.stderr
+    assert "alpha=1.5 is outside [0, 1]" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ def distiller(criterion=None, **kw) -> Distiller:
 
 def test_teacher_outside_optimizer_hparams_and_train_mode():
     s = distiller(FeatureKD(0.5, 0.5, stages=["layer1", "layer3"]))
-    opt = s.configure_optimizers()
+    opt = s.configure_optimizers()["optimizer"]
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert not any(id(p) in in_opt for p in s.teacher.parameters())
     assert all(id(p) in in_opt for p in s.net.parameters())
@@ -62,7 +62,7 @@ def _norm(params) -> float:
 def test_clipping_covers_student_and_projection_layers():
     s = distiller(FeatureKD(0.5, 0.5, stages=["layer1", "layer2", "layer3"]))
     _fill_grads(s, student=1e-3, proj=10.0)
-    s.configure_gradient_clipping(s.configure_optimizers())
+    s.configure_gradient_clipping(s.configure_optimizers()["optimizer"])
     assert _norm(list(s.net.parameters()) + list(s.criterion.parameters())) <= 1.0 + 1e-5
 
 
@@ -70,7 +70,7 @@ def test_bug_ablation_clips_the_student_only():
     s = distiller(FeatureKD(0.5, 0.5, stages=["layer1", "layer2", "layer3"]), clip_scope="student")
     _fill_grads(s, student=1.0, proj=10.0)
     before = _norm(s.criterion.parameters())
-    s.configure_gradient_clipping(s.configure_optimizers())
+    s.configure_gradient_clipping(s.configure_optimizers()["optimizer"])
     assert _norm(s.net.parameters()) <= 1.0 + 1e-5
     assert _norm(s.criterion.parameters()) == pytest.approx(before)  # projections escape
     with pytest.raises(ValueError, match="clip_scope"):
@@ -83,7 +83,7 @@ def test_grad_norm_is_logged_before_clipping():
     s.log = lambda name, value, **k: logged.__setitem__(name, float(value))
     _fill_grads(s, student=0.5, proj=2.0)
     expected = _norm(list(s.net.parameters()) + list(s.criterion.parameters()))
-    s.configure_gradient_clipping(s.configure_optimizers())
+    s.configure_gradient_clipping(s.configure_optimizers()["optimizer"])
     assert logged["train/grad_norm"] == pytest.approx(expected, rel=1e-5) and expected > 1
 
 
@@ -99,7 +99,7 @@ def test_loss_terms_come_from_the_criterion():
 
 def test_lr_scale_and_bad_clip_values():
     c = Classifier(preresnet20(10), SGD, lr_scale=0.25)
-    assert c.configure_optimizers().param_groups[0]["lr"] == pytest.approx(0.025)
+    assert c.configure_optimizers()["optimizer"].param_groups[0]["lr"] == pytest.approx(0.025)
     with pytest.raises(ValueError, match="grad_clip"):
         Classifier(preresnet20(10), SGD, grad_clip=0.0)
 
