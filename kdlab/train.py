@@ -29,6 +29,7 @@ from kdlab.checks import (
     check_shared_hparams,
     check_teacher_export,
 )
+from kdlab.labels import is_debug, run_labels
 from kdlab.models.init import seeded_build
 from kdlab.results import collect_results, export_teacher, write_stop_record
 from kdlab.runs import (
@@ -41,6 +42,7 @@ from kdlab.runs import (
     read_results,
     resume_checkpoint,
 )
+from kdlab.search import returns_optimized_metric
 from kdlab.utils.checkpoint_io import SafeCheckpointIO
 from kdlab.utils.method_params import flat_hparams
 from kdlab.utils.provenance import write_json
@@ -127,8 +129,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             res |= system.train_fidelity(
                 datamodule.loader("train"), trainer.strategy.root_device, limit if smoke else None
             )
-        if cfg.export_teacher and finished:
+        if cfg.export_teacher and finished and not is_debug(cfg):  # debug runs never export
             res["teacher_store_path"] = str(export_teacher(cfg, system, res))
+        res |= run_labels(cfg)
         res["duration_s"] = round(time.time() - started, 1)
         res["status"] = "finished" if finished else "interrupted"
         write_json(out / "results.json", res)
@@ -141,6 +144,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@returns_optimized_metric  # what an Optuna sweeper (hparams_search=NAME) needs from a job
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Hydra entry: one run, or one job of a ``-m`` sweep.
 

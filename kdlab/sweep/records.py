@@ -20,7 +20,8 @@ log = logging.getLogger("kdlab.sweep")
 
 # The keys of results.json that identify a job (copied into failure records and the summary).
 ID_KEYS = (
-    "experiment", "method", "alpha", "temperature", "beta", "method_params", "method_label", "seed"
+    "experiment", "method", "alpha", "temperature", "beta", "method_params", "method_label", "seed",
+    "tags",
 )  # fmt: skip
 
 
@@ -49,6 +50,7 @@ def record_failure(cfg: DictConfig, err: BaseException, out_dir: str | Path) -> 
     res: dict[str, Any] = {"status": "failed", "error": f"{type(root).__name__}: {root}"}
     for key in ("experiment", "method", "seed"):
         res[key] = cfg.get("name" if key == "experiment" else key)
+    res["tags"] = list(cfg.get("tags") or [])
     try:
         res |= method_identity(cfg)
     except Exception:  # an invalid method config: fall back to the top-level names
