@@ -154,7 +154,7 @@ def collect_runs(
             f"no {RESULTS_FILE} found under {', '.join(map(str, paths))}; point the report at a "
             f"run folder or a sweep folder written by `python -m kdlab.train`"
         )
-    runs = [r for r in (read_run(f, problems) for f in files) if r is not None]
+    runs = [r for r in (read_run(f, problems, include_debug) for f in files) if r is not None]
     if not runs:
         raise ReportError(
             f"none of the {len(files)} {RESULTS_FILE} file(s) under {', '.join(map(str, paths))} "

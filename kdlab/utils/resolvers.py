@@ -49,12 +49,12 @@ def job_type(method: str) -> str:
     return method if method in ("teacher", "baseline") else "distill"
 
 
-def wandb_tags(name: str, method: str, dataset: str, tags=None) -> list[str]:
+def wandb_tags(name: str, method: str, dataset: str, tags=None):
     """W&B tags: experiment, method, dataset and job type, then the run's own ``tags=[…]``."""
     from kdlab.labels import tags_of
 
     base = [str(name), str(method), str(dataset), job_type(str(method))]
-    return list(dict.fromkeys(base + tags_of({"tags": tags})))
+    return OmegaConf.create(list(dict.fromkeys(base + tags_of({"tags": tags}))))
 
 
 def is_terminal() -> bool:
