@@ -56,11 +56,15 @@ def env_info() -> dict[str, Any]:
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as err:
         info["nvidia_smi"] = f"unavailable: {err}"
-    info["torch_flags"] = {
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-    }
+    flags = {"cudnn_allow_tf32": lambda: torch.backends.cudnn.allow_tf32,
+             "matmul_allow_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
+             "float32_matmul_precision": torch.get_float32_matmul_precision}  # fmt: skip
+    info["torch_flags"] = {}
+    for name, read in flags.items():  # some of these moved between torch releases
+        try:
+            info["torch_flags"][name] = read()
+        except Exception as err:
+            info["torch_flags"][name] = f"{type(err).__name__}: {err}"
     imports = {}
     for mod in ("kdlab.bench.pairs", "kdlab.train", "hydra", "omegaconf"):
         try:

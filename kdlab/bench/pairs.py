@@ -197,8 +197,6 @@ def pairs_main(a) -> dict[str, Any]:
         "n_train": a.n_train, "teacher_batches": [int(b) for b in a.teacher_batches.split(",") if b],
         "device": str(device), "deterministic": bool(a.deterministic),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "matmul_precision": torch.get_float32_matmul_precision(),
     }  # fmt: skip
     print(f"kdlab.bench --pairs: {settings}", flush=True)
     report: dict[str, Any] = {"hardware": hardware(), "settings": settings, "rows": []}
