@@ -8,6 +8,9 @@ import logging
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from kdlab.labels import is_debug, tags_of
+from kdlab.search import results_key
+
 log = logging.getLogger("kdlab.checks")
 SHARED_HPARAMS = ("alpha", "temperature", "beta")  # top-level names methods may interpolate
 
@@ -85,6 +88,13 @@ def check_run_settings(cfg: DictConfig) -> None:
             f"resume={cfg.get('resume')!r} is not allowed: auto (continue from "
             "checkpoints/last.ckpt when present), previous (from the epoch before) or never"
         )
+    tags_of(cfg)  # tags=[…]: strings a W&B tag can hold
+    metric = cfg.get("optimized_metric")
+    if metric and results_key(str(metric)).startswith("test"):
+        raise ValueError(
+            f"optimized_metric={metric!r} would select on the test set: an Optuna search "
+            "optimises a validation metric (optimized_metric=val/acc_best)"
+        )
     if cfg.get("export_teacher") not in (True, False, "overwrite"):
         raise ValueError(
             f"export_teacher={cfg.get('export_teacher')!r} is not allowed: true (export, never "
@@ -93,8 +103,9 @@ def check_run_settings(cfg: DictConfig) -> None:
 
 
 def check_teacher_export(cfg: DictConfig, arch: str) -> None:
-    """A teacher export never replaces another run's file in the store silently."""
-    if not cfg.get("export_teacher") or cfg.export_teacher == "overwrite":
+    """A teacher export never replaces another run's file in the store silently (a debug run
+    exports nothing, so it has nothing to check)."""
+    if not cfg.get("export_teacher") or cfg.export_teacher == "overwrite" or is_debug(cfg):
         return
     from kdlab.models.export import read_checkpoint
     from kdlab.teachers.store import store_path

@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from kdlab.labels import run_labels
 from kdlab.utils.method_params import flat_hparams
 from kdlab.utils.provenance import git_commit, write_json
 
@@ -84,12 +85,14 @@ def identity(cfg: DictConfig, system=None) -> dict[str, Any]:
         res["student"] = _choice("model")
         res["teacher"] = _get(cfg, "teacher.arch")
     res |= {"seed": _get(cfg, "seed"), "epochs": _get(cfg, "trainer.max_epochs")}
-    tags = _get(cfg, "tags")
-    if tags:
-        res["tags"] = list(tags)
+    try:
+        res |= run_labels(cfg)  # tags=[…] and the debug preset
+    except ValueError:  # a bad tag is what a failure record may be recording
+        res |= {"tags": None, "debug": _get(cfg, "debug_preset")}
     # the identity keys first, in this order; method_params/label after the flat names
     order = ["experiment", "dataset", "train_size", "teacher", "student", "method", "alpha",
-             "temperature", "beta", "seed", "epochs", "method_params", "method_label", "tags"]  # fmt: skip
+             "temperature", "beta", "seed", "epochs", "method_params", "method_label", "tags",
+             "debug"]  # fmt: skip
     return {k: res[k] for k in order if k in res} | {k: v for k, v in res.items() if k not in order}
 
 
@@ -162,8 +165,6 @@ def write_record(cfg: DictConfig, status: str, system=None, trainer=None, **fiel
     out = Path(_get(cfg, "paths.output_dir") or ".")
     res = identity(cfg, system) | progress(system, trainer) | fields
     res |= {"git_commit": git_commit(), "output_dir": str(out), "status": status}
-    if _get(cfg, "debug_mode"):
-        res["debug"] = True
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", res)
     return res

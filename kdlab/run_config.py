@@ -26,6 +26,7 @@ LAUNCHED = ".kdlab_jobs"  # <sweep>/.kdlab_jobs/<job>.json: the latest launch of
 # Dotted prefixes that cannot change what a run computes.
 IGNORED = (
     "logger", "paths", "hydra", "rerun", "resume", "export_teacher", "tags", "extras", "site",
+    "optimized_metric",
     "trainer.enable_progress_bar", "trainer.default_root_dir", "callbacks.progress_bar",
     "callbacks.epoch_log", "callbacks.model_summary", "callbacks.slurm_requeue",
     "data.root", "data.download", "data.verify",

@@ -28,6 +28,7 @@ from kdlab.checks import (
     check_shared_hparams,
     check_teacher_export,
 )
+from kdlab.labels import is_debug
 from kdlab.metrics.divergence import RunDiverged
 from kdlab.models.init import seeded_build
 from kdlab.results import (
@@ -56,7 +57,9 @@ from kdlab.runs import (
     resume_checkpoint,
     stop_on_signals,
 )
+from kdlab.search import returns_optimized_metric
 from kdlab.utils.checkpoint_io import SafeCheckpointIO
+from kdlab.utils.config_tree import save_tree
 from kdlab.utils.errors import user_error
 from kdlab.utils.method_params import flat_hparams
 from kdlab.utils.quiet import quiet_libraries
@@ -155,6 +158,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def claim_folder(cfg: DictConfig, out: Path) -> None:
     """The folder is this run's from here: its config (once), the launch note, the log file."""
     write_hydra_files(cfg, out)
+    save_tree(cfg, out)
     mark_launched(out)
     claim_log_files()
 
@@ -203,7 +207,7 @@ def run(cfg: DictConfig, out: Path, lock, state: dict[str, Any], started: float)
         res |= system.train_fidelity(
             datamodule.loader("train"), trainer.strategy.root_device, limit if smoke else None
         )
-    if cfg.export_teacher and finished:
+    if cfg.export_teacher and finished and not is_debug(cfg):  # debug runs never export
         res["teacher_store_path"] = str(export_teacher(cfg, system, res))
     res["duration_s"] = round(time.time() - started, 1)
     status = "finished" if finished else "interrupted"
@@ -217,6 +221,7 @@ def run(cfg: DictConfig, out: Path, lock, state: dict[str, Any], started: float)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@returns_optimized_metric  # what an Optuna sweeper (hparams_search=NAME) needs from a job
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Hydra entry: one run, or one job of a ``-m`` sweep.
 

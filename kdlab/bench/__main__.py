@@ -14,6 +14,8 @@ Rows (each: median images/s, min–max over ``--repeats`` windows of ``--steps``
   device pipeline, with the published settings of ``conf/distill``;
 - ``loop/<lightning|plain>``: the same logit-KD step in ``Trainer.fit`` and in a hand loop.
 
+``--pairs all`` runs the small-student rows of the benchmark's pairs instead (every method in
+bf16 and fp32, eager and compiled, with peak device memory; ``kdlab/bench/pairs.py``).
 Compiled rows run on CUDA (or with ``--compile``); otherwise they are recorded as skipped with
 the reason. Synthetic uint8 images in memory: no download. ``--quick`` uses small models
 (the notebook's small CNN student, PreResNet-20 teachers) and few steps so it ends in about a minute on
@@ -25,33 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 from pathlib import Path
 
 import torch
 
 from kdlab.bench import steps as S
 from kdlab.bench.economics import view_cache_economics
+from kdlab.bench.hardware import hardware
 from kdlab.bench.lightning_loop import lightning_rate
-
-
-def hardware() -> dict:
-    """CPU model, cores, GPU name, torch version and thread count for the record."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "python": platform.python_version(),
-        # other processes on the machine skew CPU timings: recorded, not corrected for
-        "load_average_1_5_15min": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }  # fmt: skip
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,8 +62,23 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     e.add_argument("--val-size", type=int, default=5000, help="data.val_size")
     e.add_argument("--train-batches", type=int, default=None,
                    help="training batches per epoch (default: the whole split)")  # fmt: skip
+    from kdlab.bench import pairs as P
+
+    r = p.add_argument_group("the benchmark's small-student pairs (--pairs; kdlab/bench/pairs.py)")
+    r.add_argument("--pairs", default=None, help=f"'all' or some of {','.join(P.PAIRS)}")
+    r.add_argument("--methods", default=",".join(P.METHODS), help="pair rows' methods")
+    r.add_argument("--precisions", default=",".join(P.PRECISIONS), help="bf16,fp32")
+    r.add_argument("--modes", default="eager", help="eager,compiled")
+    r.add_argument("--teacher-batches", default="64,512", help="teacher forward rows' batches")
+    r.add_argument("--n-train", type=int, default=20_000,
+                   help="images in memory (CRD's bank and the view cache are sized for them)")  # fmt: skip
+    r.add_argument("--deterministic", action="store_true",
+                   help="torch.use_deterministic_algorithms(True), as trainer.deterministic")  # fmt: skip
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     a = p.parse_args(argv)
     q = a.quick
+    if a.pairs:  # the benchmark recipe's batch; windows long enough for a GPU step
+        a.batch_size, a.steps = a.batch_size or P.BATCH, a.steps or 20
     a.batch_size = a.batch_size or (16 if q else 128)
     a.steps, a.repeats = a.steps or (2 if q else 10), a.repeats or (3 if q else 5)
     a.warmup = a.warmup or (1 if q else 5)
@@ -185,6 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(a.threads)
     if a.epoch:
         return epoch_main(a)
+    if a.pairs:
+        from kdlab.bench.pairs import pairs_main
+
+        return pairs_main(a)
     settings = {k: v for k, v in vars(a).items()}
     settings["models"] = {k: v[0] for k, v in S.MODELS[a.size].items()}
     settings["amp_bf16"] = torch.cuda.is_available()

@@ -46,7 +46,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _random_bn(net: nn.Module, seed: int) -> nn.Module:
+def random_bn(net: nn.Module, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -65,11 +65,11 @@ def build_system(method: str, size: str, num_classes: int = 10, compile: bool = 
         return Classifier(student, opt, grad_clip=1.0, compile=compile)
     if method == "ensemble3":
         teacher = EnsembleTeacher(
-            [_random_bn(teacher_fn(num_classes=num_classes), s) for s in range(3)],
+            [random_bn(teacher_fn(num_classes=num_classes), s) for s in range(3)],
             compile=compile,
         )
     else:
-        teacher = FrozenTeacher(_random_bn(teacher_fn(num_classes=num_classes), 0), compile=compile)
+        teacher = FrozenTeacher(random_bn(teacher_fn(num_classes=num_classes), 0), compile=compile)
     if method == "feature":
         stages = [s for s in student.stage_names if s in teacher.stage_names]
         loss = FeatureKD(alpha=0.5, beta=0.5, stages=stages)
@@ -86,24 +86,37 @@ ZOO_METHODS = ("logit", "dkd", "crd", "reviewkd")
 
 
 def build_zoo_system(method: str, size: str, n_train: int) -> nn.Module:
+    """The benchmark pair of ``size`` (100 classes) distilled with ``method`` as published."""
+    return build_pair_system(method, *ZOO_PAIRS[size], n_train)
+
+
+def build_pair_system(
+    method: str, teacher_arch: str, student_arch: str, n_train: int, compile: bool = False,
+    device: torch.device | str = "cpu",
+) -> nn.Module:  # fmt: skip
     """A benchmark pair (100 classes) distilled with ``conf/distill/<method>.yaml`` as
-    published (CRD's memory bank sized for ``n_train`` images, at most its 16,384 negatives)."""
+    published (CRD's memory bank sized for ``n_train`` images, at most its 16,384 negatives);
+    ``baseline`` is the student alone, ``logit_viewcache`` logit KD served by a view cache."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from kdlab.models.zoo import build
 
     torch.manual_seed(0)
-    t_arch, s_arch = ZOO_PAIRS[size]
+    opt = partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    if method == "baseline":
+        return Classifier(build(student_arch, 100), opt, compile=compile)
+    name = method.removesuffix("_viewcache")
     root = OmegaConf.create({"label_smoothing": 0.0, "alpha": 0.9, "temperature": 4})
-    root.distill = OmegaConf.load(CONF_DIR / "distill" / f"{method}.yaml")
-    if method == "crd":  # the bank needs more rows than negatives
+    root.distill = OmegaConf.load(CONF_DIR / "distill" / f"{name}.yaml")
+    if name == "crd":  # the bank needs more rows than negatives
         root.distill.terms.crd.nce_k = min(16384, n_train - 100)
     loss = instantiate(root.distill)
-    teacher = FrozenTeacher(_random_bn(build(t_arch, 100), 0))
-    opt = partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
-    system = Distiller(build(s_arch, 100), teacher, loss, opt)
+    teacher = FrozenTeacher(random_bn(build(teacher_arch, 100), 0), compile=compile)
+    system = Distiller(build(student_arch, 100), teacher, loss, opt, compile=compile)
     system.criterion.bind_data(torch.arange(n_train) % 100)
+    if method.endswith("_viewcache"):
+        attach_random_view_cache(system, n_train, num_classes=100, device=device)
     return system
 
 
@@ -132,9 +145,12 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return batch.to(device, non_blocking=True)
 
 
-def attach_random_view_cache(system: Distiller, n: int, num_classes: int = 10) -> None:
-    """A view cache of the right shape (values irrelevant for speed) for the lookup rows."""
-    logits = torch.randn(n, num_views(4), num_classes).half()
+def attach_random_view_cache(
+    system: Distiller, n: int, num_classes: int = 10, device: torch.device | str = "cpu"
+) -> None:
+    """A view cache of the right shape (values irrelevant for speed) for the lookup rows,
+    drawn where it will live (a CIFAR-100 table is hundreds of MB)."""
+    logits = torch.randn(n, num_views(4), num_classes, device=device, dtype=torch.float16)
     system.use_teacher_cache(TeacherCache(logits))
 
 

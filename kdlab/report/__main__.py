@@ -32,6 +32,18 @@ def report_parser() -> argparse.ArgumentParser:
         help="published numbers beside kdlab's, with kdlab − published (e.g. cifar100: the CIFAR-100 "
         "KD benchmark, kdlab/report/reference/cifar100.csv)",
     )
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only runs tagged NAME (tags=[…] at training); repeat for runs carrying all of them",
+    )
+    p.add_argument(
+        "--include-debug",
+        action="store_true",
+        help="read debug runs too (debug=<preset> runs are left out by default)",
+    )
     return p
 
 
@@ -46,8 +58,9 @@ def _run(argv: list[str]) -> int:
     from kdlab.utils.console import table_console
 
     make_report(
-        a.paths, a.out, console=table_console(), figures=not a.no_figures, reference=a.reference
-    )
+        a.paths, a.out, console=table_console(), figures=not a.no_figures, reference=a.reference,
+        tags=a.tag, include_debug=a.include_debug,
+    )  # fmt: skip
     return 0
 
 

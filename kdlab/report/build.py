@@ -40,16 +40,19 @@ def make_report(
     console: Console | None = None,
     figures: bool = True,
     reference: str | None = None,
+    tags: Sequence[str] = (),
+    include_debug: bool = False,
 ) -> ReportOutputs:
     """Summarise every finished run under ``paths`` into ``out`` (see ``default_out_dir``);
-    ``reference`` (e.g. ``"cifar100"``) adds the published numbers beside kdlab's.
+    ``reference`` (e.g. ``"cifar100"``) adds the published numbers beside kdlab's; ``tags``
+    keeps the runs that carry all of them; debug runs only with ``include_debug``.
 
     Raises ``ReportError`` for missing paths, an unknown reference or when no usable run exists;
     every skipped or missing run is warned about and listed in results.md.
     """
     ref = load_reference(reference) if reference is not None else None
     problems: list[str] = []
-    runs = collect_runs(paths, problems)
+    runs = collect_runs(paths, problems, tags, include_debug)
     groups = group_runs(runs)
     out_dir = Path(out) if out is not None else default_out_dir(paths)
     out_dir.mkdir(parents=True, exist_ok=True)

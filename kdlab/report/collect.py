@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,9 +105,13 @@ def _check(data: Any) -> str | None:
 
 
 def read_run(
-    path: str | Path, problems: list[str] | None = None, left_out: list | None = None
+    path: str | Path,
+    problems: list[str] | None = None,
+    left_out: list | None = None,
+    include_debug: bool = False,
 ) -> Run | None:
-    """Read one results.json; a warning naming the file and None when it cannot be used."""
+    """Read one results.json; a warning naming the file and None when it cannot be used (or
+    is a debug run, unless ``include_debug``)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -127,6 +131,10 @@ def read_run(
     if why:
         _warn(f"skipping {path}: {why}", problems)
         return None
+    if data.get("debug") and not include_debug:
+        _warn(f"skipping {path}: a debug run (debug={data['debug']}); --include-debug reads it",
+              problems)  # fmt: skip
+        return None
     if data.get("train_size"):
         # a low-data run is compared only with runs on the same number of training images
         data["dataset"] = f"{data['dataset']}[{data['train_size']}]"
@@ -144,8 +152,15 @@ def _same_point(finished: dict[str, Any], other: dict[str, Any]) -> bool:
     ) == other.get("train_size")
 
 
-def collect_runs(paths: Iterable[str | Path], problems: list[str] | None = None) -> list[Run]:
-    """Every usable run under ``paths``, oldest results.json first.
+def collect_runs(
+    paths: Iterable[str | Path],
+    problems: list[str] | None = None,
+    tags: Sequence[str] = (),
+    include_debug: bool = False,
+) -> list[Run]:
+    """Every usable run under ``paths`` that carries all of ``tags``, oldest results.json first.
+
+    Debug runs (results.json ``debug``) are left out unless ``include_debug``.
 
     Ordering by modification time makes "keep the later run" (for a seed that appears twice in
     a group) mean the run that finished last. Skipped and missing runs are warned about and,
@@ -167,7 +182,9 @@ def collect_runs(paths: Iterable[str | Path], problems: list[str] | None = None)
             f"run folder or a sweep folder written by `python -m kdlab.train`"
         )
     left_out: list[tuple[Path, dict, str]] = []
-    runs = [r for r in (read_run(f, problems, left_out) for f in files) if r is not None]
+    runs = [
+        r for r in (read_run(f, problems, left_out, include_debug) for f in files) if r is not None
+    ]
     for _, data, msg in left_out:
         twin = next((r for r in runs if _same_point(r.data, data)), None)
         if twin is not None:
@@ -178,5 +195,12 @@ def collect_runs(paths: Iterable[str | Path], problems: list[str] | None = None)
             f"none of the {len(files)} {RESULTS_FILE} file(s) under {', '.join(map(str, paths))} "
             f"is usable (see the warnings above)"
         )
+    if tags:
+        runs = [r for r in runs if set(tags) <= set(r.get("tags") or [])]
+        if not runs:
+            raise ReportError(
+                f"no finished run under {', '.join(map(str, paths))} carries the tag(s) "
+                f"{', '.join(tags)} (a run's tags come from tags=[…] on its command line)"
+            )
     runs.sort(key=lambda r: (r.path.stat().st_mtime_ns, str(r.path)))
     return runs

@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from kdlab.run_config import read_launched
+from kdlab.sweep.best import best_trial, search_settings
 from kdlab.sweep.grid import never_started
 from kdlab.sweep.records import ID_KEYS
 
@@ -71,7 +72,7 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as err:
                 res = {"status": "failed", "error": f"unreadable results.json: {err}"}
             row["status"] = res.get("status", "finished")
-            row |= {k: res.get(k) for k in ID_KEYS + ("test_acc_best", "error")}
+            row |= {k: res.get(k) for k in ID_KEYS + ("val_acc_best", "test_acc_best", "error")}
         rows.append(row)
     rows += never_started(
         Path(sweep_dir), [r["overrides"] for r in rows if r["status"] != "superseded"]
@@ -156,5 +157,8 @@ def summarize(sweep_dir: str | Path) -> dict[str, Any]:
     jobs = collect_jobs(sweep_dir)
     counts = {s: sum(j["status"] == s for j in jobs) for s in STATUSES}
     summary = {"sweep_dir": str(sweep_dir), "total": len(jobs), **counts, "jobs": jobs}
+    search = search_settings(sweep_dir)
+    if search is not None:  # an Optuna search: name its best trial
+        summary["best"] = best_trial(jobs, search)
     Path(sweep_dir, "sweep_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -15,13 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kdlab.run_config import ConfigChanged
 from kdlab.sweep.grid import check_sweep_config
 from kdlab.sweep.jobs import INCOMPLETE, STATUSES, mark_launch, summarize
 
 log = logging.getLogger("kdlab.sweep")
+
+
+def best_line(best: dict[str, Any] | None) -> str:
+    """``best trial (val/acc_best 71.20): 3_… — alpha=0.61 temperature=4.2``."""
+    if best is None:
+        return "best trial: none (no finished trial has the searched metric)"
+    settings = " ".join(f"{k}={v}" for k, v in best["settings"].items())
+    return (f"best trial ({best['metric']} {best['value']:.2f}, {best['direction']}, of "
+            f"{best['scored']} scored): {best['job']} — {settings} → {best['dir']}")  # fmt: skip
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -31,7 +40,12 @@ def print_summary(summary: dict[str, Any]) -> None:
     from kdlab.utils.console import table_console
 
     table = Table(title=f"sweep {summary['sweep_dir']}", show_lines=False)
-    for col in ("job", "status", "method", "overrides", "test acc", "error"):
+    tagged = any(j.get("tags") for j in summary["jobs"])
+    for col in (
+        ("job", "status", "method")
+        + (("tags",) if tagged else ())
+        + ("overrides", "test acc", "error")
+    ):
         table.add_column(col, overflow="fold")
     colour = {"finished": "green", "failed": "red", "missing": "yellow", "running": "cyan",
               "requeued": "cyan", "interrupted": "yellow", "cancelled": "yellow",
@@ -47,6 +61,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"[{colour[job['status']] if job['status'] in colour else 'red'}]{job['status']}"
             + (f" (SLURM {job['slurm']})" if job.get("slurm") else ""),
             method,
+            *((" ".join(job.get("tags") or []),) if tagged else ()),
             " ".join(o for o in job["overrides"] if o not in shared),
             f"{acc:.2f}" if isinstance(acc, int | float) else "",
             (job.get("error") or "")[:300],
@@ -59,6 +74,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"missing{others} of {summary['total']} → "
         f"{Path(summary['sweep_dir']) / 'sweep_summary.json'}"
     )
+    if "best" in summary:
+        console.print(best_line(summary["best"]))
     if summary.get("requeued") or summary.get("running"):
         console.print(
             f"{summary['requeued'] + summary['running']} job(s) still queued or running (not "
@@ -104,6 +121,9 @@ class SweepSummary(Callback):
             log.error("%s", err)
             raise SystemExit(2) from None
         mark_launch(self.sweep_dir)
+        saved = self.sweep_dir / "multirun.yaml"
+        if not saved.is_file():  # Hydra's basic sweeper writes it, the Optuna sweeper does not:
+            OmegaConf.save(config, saved)  # the summary's best trial and --resume read it
         atexit.register(self._at_exit)
 
     def _at_exit(self) -> None:

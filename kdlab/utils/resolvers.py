@@ -49,6 +49,14 @@ def job_type(method: str) -> str:
     return method if method in ("teacher", "baseline") else "distill"
 
 
+def wandb_tags(name: str, method: str, dataset: str, tags=None):
+    """W&B tags: experiment, method, dataset and job type, then the run's own ``tags=[…]``."""
+    from kdlab.labels import tags_of
+
+    base = [str(name), str(method), str(dataset), job_type(str(method))]
+    return OmegaConf.create(list(dict.fromkeys(base + tags_of({"tags": tags}))))
+
+
 def is_terminal() -> bool:
     """``${kdlab.tty:}``: standard output is a terminal (progress bars), not a log file."""
     from kdlab.utils.progress import is_terminal as tty
@@ -71,5 +79,6 @@ def register() -> None:
     OmegaConf.register_new_resolver("kdlab.wandb_group", wandb_group, replace=True)
     OmegaConf.register_new_resolver("kdlab.wandb_id", wandb_id, replace=True)
     OmegaConf.register_new_resolver("kdlab.job_type", job_type, replace=True)
+    OmegaConf.register_new_resolver("kdlab.wandb_tags", wandb_tags, replace=True)
     OmegaConf.register_new_resolver("kdlab.tty", is_terminal, replace=True)
     OmegaConf.register_new_resolver("kdlab.workers", default_workers, replace=True)
