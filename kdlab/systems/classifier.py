@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from kdlab.data.batch import Batch
+from kdlab.distill.base import TASK
 from kdlab.metrics.classification import StageMetrics
 from kdlab.metrics.running import RunningMeans
 from kdlab.models.base import count_parameters
@@ -126,6 +127,7 @@ class Classifier(L.LightningModule):
             "channels_last": (self.prepared or {}).get("channels_last"),  # the format that ran
             "method_params": {},
             "method_label": None,
+            "optimizer": optimizer_record(self.optimizer_factory),
         }
 
     # -- the pieces subclasses change ------------------------------------------------------
@@ -168,13 +170,34 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y = batch.x.contiguous(memory_format=self.input_format), batch.y
         logits, terms = self.compute_losses(x, y, batch.index, batch.view)
+        task = terms.pop(TASK, None)  # the supervised part of the loss (not a logged term)
         self.train_stats.update(terms, logits, y)  # epoch means and accuracy, on the device
         if self.logging_step():
             for name, value in terms.items():
                 key = "train/loss" if name == "loss" else f"train/loss_{name}"
                 self.log(f"{key}_step", value, on_step=True, on_epoch=False, batch_size=len(y),
                          prog_bar=name == "loss")  # fmt: skip
-        return terms["loss"]
+        return self.backward_loss(terms["loss"], task)
+
+    def _split_optimizer(self):
+        """The optimiser when it takes the distillation gradient apart (``DOT``), else None."""
+        if self._trainer is None:
+            return None
+        opt = self.optimizers(use_pl_optimizer=False)
+        return opt if getattr(opt, "takes_distill_gradient", False) else None
+
+    def backward_loss(self, loss: Tensor, task: Tensor | None) -> Tensor:
+        """What Lightning back-propagates: the total loss, or, for an optimiser that takes the
+        distillation gradient apart, the task part, after handing it the gradient of
+        ``loss − task`` (the whole loss when the loss reports no task part)."""
+        opt = self._split_optimizer()
+        if opt is None:
+            return loss
+        params, _ = self._grad_lists()
+        distill = loss - task if task is not None else loss
+        grads = torch.autograd.grad(distill, params, retain_graph=True, allow_unused=True)
+        opt.set_distill_gradient(params, grads)
+        return task if task is not None else loss * 0.0
 
     def on_train_epoch_start(self) -> None:
         self.train_stats.reset()
@@ -223,6 +246,12 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.trainable_parameters())
+        if getattr(optimizer, "takes_distill_gradient", False) and self.grad_clip is not None:
+            raise ValueError(
+                f"grad_clip={self.grad_clip} with {type(optimizer).__name__}, which steps on the "
+                "task and the distillation gradients separately: clipping would cover the task "
+                "gradient only. Set grad_clip=null (the CIFAR-100 benchmark recipe does not clip)"
+            )
         if self.lr_scale != 1.0:
             for group in optimizer.param_groups:
                 group["lr"] *= self.lr_scale
@@ -268,3 +297,20 @@ class Classifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_eval(self.test_metrics, self.test_prefix)
+
+
+def optimizer_record(factory: object) -> dict:
+    """The optimiser and its settings as results.json records them (a Hydra ``_partial_``
+    factory: its target and keyword arguments)."""
+    func = getattr(factory, "func", factory)
+    name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}"
+    settings = dict(getattr(factory, "keywords", {}) or {})
+    return {"name": name, **{k: _plain(v) for k, v in settings.items() if k != "params"}}
+
+
+def _plain(value: object) -> object:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if hasattr(value, "__iter__") and not hasattr(value, "keys"):
+        return [_plain(v) for v in value]
+    return str(value)
