@@ -177,7 +177,7 @@ class Classifier(L.LightningModule):
                 key = "train/loss" if name == "loss" else f"train/loss_{name}"
                 self.log(f"{key}_step", value, on_step=True, on_epoch=False, batch_size=len(y),
                          prog_bar=name == "loss")  # fmt: skip
-        return self.backward_loss(terms["loss"], task)
+        return self.backward_loss(terms["loss"], task, self._split_optimizer())
 
     def _split_optimizer(self):
         """The optimiser when it takes the distillation gradient apart (``DOT``), else None."""
@@ -186,11 +186,10 @@ class Classifier(L.LightningModule):
         opt = self.optimizers(use_pl_optimizer=False)
         return opt if getattr(opt, "takes_distill_gradient", False) else None
 
-    def backward_loss(self, loss: Tensor, task: Tensor | None) -> Tensor:
-        """What Lightning back-propagates: the total loss, or, for an optimiser that takes the
-        distillation gradient apart, the task part, after handing it the gradient of
+    def backward_loss(self, loss: Tensor, task: Tensor | None, opt=None) -> Tensor:
+        """What Lightning back-propagates: the total loss, or, for an optimiser ``opt`` that
+        takes the distillation gradient apart, the task part, after handing it the gradient of
         ``loss − task`` (the whole loss when the loss reports no task part)."""
-        opt = self._split_optimizer()
         if opt is None:
             return loss
         params, _ = self._grad_lists()
