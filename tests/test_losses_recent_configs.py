@@ -100,3 +100,22 @@ def test_one_training_step_from_the_config(teachers, overrides, teacher_arch, st
     assert sum(float(g.abs().sum()) for g in grads) > 0
     for p in own:
         assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+def test_the_benchmark_times_sd_dkd_on_resnet56_to_resnet20():
+    """``python -m kdlab.bench``'s zoo row for SDD over DKD builds the published config on the
+    benchmark pair and runs its training step (one step here, nothing timed)."""
+    from kdlab.bench import steps as S
+
+    assert "sdd" in S.ZOO_METHODS and S.ZOO_BASES["sdd"] == "dkd"
+    assert S.ZOO_PAIRS["quick"] == ("resnet56", "resnet20")
+    system = S.build_zoo_system("sdd", "quick", 128)
+    assert isinstance(system.criterion.terms["sdd"], SDD)
+    assert isinstance(system.criterion.terms["sdd"].base, DKD)
+    device = torch.device("cpu")
+    step = S.make_step(system, S.prepare(system, device), device, amp=False)
+    images = torch.randint(0, 256, (128, 32, 32, 3), dtype=torch.uint8)
+    loader = S.make_loader("device", images, torch.arange(128) % 100, 64, device, 0)
+    before = [p.detach().clone() for p in system.net.parameters()]
+    step(next(iter(loader)))
+    assert any(not torch.equal(a, p) for a, p in zip(before, system.net.parameters(), strict=True))

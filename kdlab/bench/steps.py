@@ -82,12 +82,14 @@ ZOO_PAIRS = {  # (teacher, student) of the CIFAR-100 benchmark timed by the zoo 
     "full": ("resnet32x4", "resnet8x4"),
     "quick": ("resnet56", "resnet20"),
 }
-ZOO_METHODS = ("logit", "dkd", "crd", "reviewkd")
+ZOO_METHODS = ("logit", "dkd", "crd", "reviewkd", "sdd")
+ZOO_BASES = {"sdd": "dkd"}  # modifiers and the logit loss they wrap (conf/distill_base): SD-DKD
 
 
 def build_zoo_system(method: str, size: str, n_train: int) -> nn.Module:
     """A benchmark pair (100 classes) distilled with ``conf/distill/<method>.yaml`` as
-    published (CRD's memory bank sized for ``n_train`` images, at most its 16,384 negatives)."""
+    published (CRD's memory bank sized for ``n_train`` images, at most its 16,384 negatives;
+    a modifier around ``conf/distill_base/<ZOO_BASES[method]>.yaml``)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -97,6 +99,9 @@ def build_zoo_system(method: str, size: str, n_train: int) -> nn.Module:
     t_arch, s_arch = ZOO_PAIRS[size]
     root = OmegaConf.create({"label_smoothing": 0.0, "alpha": 0.9, "temperature": 4})
     root.distill = OmegaConf.load(CONF_DIR / "distill" / f"{method}.yaml")
+    if method in ZOO_BASES:  # what Hydra's defaults list would compose: the wrapped loss
+        root.distill_base = OmegaConf.load(CONF_DIR / "distill_base" / f"{ZOO_BASES[method]}.yaml")
+    root.distill.pop("defaults", None)
     if method == "crd":  # the bank needs more rows than negatives
         root.distill.terms.crd.nce_k = min(16384, n_train - 100)
     loss = instantiate(root.distill)
