@@ -22,6 +22,12 @@ from kdlab.metrics.classification import StageMetrics
 from kdlab.metrics.running import RunningMeans
 from kdlab.models.base import count_parameters
 from kdlab.models.memory_format import choose_channels_last, resolve_channels_last
+from kdlab.systems.gradients import (
+    check_split_gradients,
+    hand_over_distill_gradient,
+    optimizer_record,
+    takes_distill_gradient,
+)
 
 
 class Classifier(L.LightningModule):
@@ -184,19 +190,14 @@ class Classifier(L.LightningModule):
         if self._trainer is None:
             return None
         opt = self.optimizers(use_pl_optimizer=False)
-        return opt if getattr(opt, "takes_distill_gradient", False) else None
+        return opt if takes_distill_gradient(opt) else None
 
     def backward_loss(self, loss: Tensor, task: Tensor | None, opt=None) -> Tensor:
-        """What Lightning back-propagates: the total loss, or, for an optimiser ``opt`` that
-        takes the distillation gradient apart, the task part, after handing it the gradient of
-        ``loss − task`` (the whole loss when the loss reports no task part)."""
+        """What Lightning back-propagates: ``loss``, or for an optimiser ``opt`` that takes the
+        distillation gradient apart, the task part (``kdlab.systems.gradients``)."""
         if opt is None:
             return loss
-        params, _ = self._grad_lists()
-        distill = loss - task if task is not None else loss
-        grads = torch.autograd.grad(distill, params, retain_graph=True, allow_unused=True)
-        opt.set_distill_gradient(params, grads)
-        return task if task is not None else loss * 0.0
+        return hand_over_distill_gradient(loss, task, self._grad_lists()[0], opt)
 
     def on_train_epoch_start(self) -> None:
         self.train_stats.reset()
@@ -245,12 +246,9 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.trainable_parameters())
-        if getattr(optimizer, "takes_distill_gradient", False) and self.grad_clip is not None:
-            raise ValueError(
-                f"grad_clip={self.grad_clip} with {type(optimizer).__name__}, which steps on the "
-                "task and the distillation gradients separately: clipping would cover the task "
-                "gradient only. Set grad_clip=null (the CIFAR-100 benchmark recipe does not clip)"
-            )
+        if takes_distill_gradient(optimizer):
+            world = self.trainer.world_size if self._trainer is not None else 1
+            check_split_gradients(type(optimizer).__name__, self.grad_clip, world)
         if self.lr_scale != 1.0:
             for group in optimizer.param_groups:
                 group["lr"] *= self.lr_scale
@@ -296,20 +294,3 @@ class Classifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_eval(self.test_metrics, self.test_prefix)
-
-
-def optimizer_record(factory: object) -> dict:
-    """The optimiser and its settings as results.json records them (a Hydra ``_partial_``
-    factory: its target and keyword arguments)."""
-    func = getattr(factory, "func", factory)
-    name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}"
-    settings = dict(getattr(factory, "keywords", {}) or {})
-    return {"name": name, **{k: _plain(v) for k, v in settings.items() if k != "params"}}
-
-
-def _plain(value: object) -> object:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if hasattr(value, "__iter__") and not hasattr(value, "keys"):
-        return [_plain(v) for v in value]
-    return str(value)
