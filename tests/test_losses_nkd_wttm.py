@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from kdlab.distill.dist import DIST
 from kdlab.distill.dkd import DKD
 from kdlab.distill.logit import LogitKD
 from kdlab.distill.nkd import NKD
@@ -100,6 +101,7 @@ def test_wttm_weight_is_larger_for_a_smoother_teacher():
         lambda ls: WTTM(gamma=0.3, standardize=ls),
         lambda ls: DKD(beta=2.0, temperature=2.0, warmup=0, standardize=ls),
         lambda ls: LogitKD(alpha=1.0, temperature=2.0, standardize=ls),
+        lambda ls: DIST(beta=2.0, gamma=2.0, temperature=2.0, standardize=ls),
     ],
 )
 def test_logit_standardisation_is_the_loss_on_z_scored_rows(make):
