@@ -219,3 +219,20 @@ def test_sdd_refuses_bad_scales_and_non_logit_bases():
         SDD(BASES["kd"](), scales=[2, 4])
     with pytest.raises(ValueError, match="logit loss"):
         SDD(nn.Module())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: NKD(), lambda: WTTM(), lambda: CTKD(BASES["dkd"]()),
+    lambda: CTKD(BASES["nkd"](), mode="instance"),
+])  # fmt: skip
+def test_the_losses_stay_float32_and_finite_under_bf16_autocast(make):
+    loss = make()
+    if isinstance(loss, CTKD):
+        loss.bind(build("resnet8", 10), None)
+    zs, zt, y = logits(4)
+    zs = (zs * 20).bfloat16().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = loss(zs, (zt * 20).bfloat16(), y)
+    assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert torch.isfinite(zs.grad.float()).all()
