@@ -110,13 +110,20 @@ def test_the_system_hands_dot_the_distillation_gradient_and_backpropagates_the_t
     assert system.backward_loss(terms["loss"], task, None) is terms["loss"]  # plain optimisers
 
 
-def test_dot_refuses_gradient_clipping():
+def test_dot_refuses_clipping_ddp_and_accumulation():
     factory = functools.partial(DOT, lr=0.05)
     loss = Combined({"ce": CrossEntropy(), "dkd": DKD()}, {"ce": 1.0, "dkd": 1.0})
     system = Distiller(build("resnet8", 10), FrozenTeacher(build("resnet8", 10)), loss, factory,
                        grad_clip=1.0)  # fmt: skip
     with pytest.raises(ValueError, match="grad_clip=null"):
         system.configure_optimizers()
+    from kdlab.systems.gradients import check_split_gradients
+
+    with pytest.raises(ValueError, match="devices=1"):
+        check_split_gradients("DOT", None, world_size=2)
+    with pytest.raises(ValueError, match="accumulate_grad_batches=1"):
+        check_split_gradients("DOT", None, accumulate=4)
+    check_split_gradients("DOT", None)  # one device, no clipping, no accumulation: fine
 
 
 @pytest.mark.slow

@@ -247,8 +247,10 @@ class Classifier(L.LightningModule):
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.trainable_parameters())
         if takes_distill_gradient(optimizer):
-            world = self.trainer.world_size if self._trainer is not None else 1
-            check_split_gradients(type(optimizer).__name__, self.grad_clip, world)
+            trainer = self._trainer
+            world = trainer.world_size if trainer is not None else 1
+            accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+            check_split_gradients(type(optimizer).__name__, self.grad_clip, world, accumulate)
         if self.lr_scale != 1.0:
             for group in optimizer.param_groups:
                 group["lr"] *= self.lr_scale

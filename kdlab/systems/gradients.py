@@ -30,10 +30,13 @@ def hand_over_distill_gradient(
     return task if task is not None else loss * 0.0
 
 
-def check_split_gradients(name: str, grad_clip: float | None, world_size: int) -> None:
+def check_split_gradients(
+    name: str, grad_clip: float | None, world_size: int = 1, accumulate: int = 1
+) -> None:
     """What such an optimiser cannot share with the rest of the loop: clipping (it sees
-    ``p.grad``, the task gradient only) and DDP (its all-reduce hooks fire on ``backward``, not
-    on ``autograd.grad``)."""
+    ``p.grad``, the task gradient only), DDP (its all-reduce hooks fire on ``backward``, not on
+    ``autograd.grad``) and gradient accumulation (Lightning scales only what it
+    back-propagates)."""
     if grad_clip is not None:
         raise ValueError(
             f"grad_clip={grad_clip} with {name}, which steps on the task and the distillation "
@@ -44,6 +47,11 @@ def check_split_gradients(name: str, grad_clip: float | None, world_size: int) -
         raise ValueError(
             f"{name} takes the distillation gradient apart, which DDP does not synchronise "
             "across processes: run it on one device (trainer.devices=1)"
+        )
+    if accumulate > 1:
+        raise ValueError(
+            f"{name} takes the distillation gradient apart, which Lightning's gradient "
+            f"accumulation does not scale: set trainer.accumulate_grad_batches=1 (got {accumulate})"
         )
 
 
