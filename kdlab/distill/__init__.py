@@ -2,7 +2,7 @@
 
 Teachers (store, freezing, ensembles, caches) live in ``kdlab.teachers``; this package holds
 losses only, so a new method is one module here plus one config in ``conf/distill/``. Logit
-losses share ``LogitLoss`` (``kdlab.distill.logits``), which the modifiers CTKD and SDD wrap.
+losses share ``LogitLoss`` (``kdlab.distill.logit_loss``), which the modifiers CTKD and SDD wrap.
 """
 
 from kdlab.distill.base import (
@@ -17,7 +17,7 @@ from kdlab.distill.base import (
 from kdlab.distill.combine import Combined
 from kdlab.distill.feature import FeatureKD
 from kdlab.distill.logit import LogitKD
-from kdlab.distill.logits import LogitLoss
+from kdlab.distill.logit_loss import LogitLoss
 
 __all__ = [
     "Combined",

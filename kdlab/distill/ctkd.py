@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from kdlab.distill.base import KDLoss, check_int, check_positive
-from kdlab.distill.logits import LogitLoss, check_pair
+from kdlab.distill.logit_loss import LogitLoss, check_pair
 
 MODES = ("global", "instance")
 

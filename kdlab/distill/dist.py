@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdlab.distill.base import KDLoss, validate_loss_weight, validate_temperature
-from kdlab.distill.logits import check_bool, zscore
+from kdlab.distill.logit_loss import check_bool, zscore
 
 PEARSON_EPS = 1e-8
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdlab.distill.base import validate_loss_weight, validate_temperature, validate_warmup
-from kdlab.distill.logits import LogitLoss, Temperature, check_bool, split_temperature, zscore
+from kdlab.distill.logit_loss import LogitLoss, Temperature, check_bool, split_temperature, zscore
 from kdlab.distill.parts import hard_classes, warmup_factor
 
 

@@ -20,8 +20,8 @@ from kdlab.distill.base import (
     validate_label_smoothing,
     validate_temperature,
 )
-from kdlab.distill.logits import LogitLoss, Temperature, check_bool, split_temperature
-from kdlab.distill.logits import zscore as standardize
+from kdlab.distill.logit_loss import LogitLoss, Temperature, check_bool, split_temperature
+from kdlab.distill.logit_loss import zscore as standardize
 
 
 def kd_kl(

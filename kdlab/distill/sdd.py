@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from kdlab.distill.base import KDLoss, validate_weight
-from kdlab.distill.logits import LogitLoss, check_pair
+from kdlab.distill.logit_loss import LogitLoss, check_pair
 from kdlab.distill.parts import hard_classes, paired_features, pool_to, resolve_stages
 
 

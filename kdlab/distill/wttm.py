@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdlab.distill.base import check_positive
-from kdlab.distill.logits import LogitLoss, Temperature, check_bool, split_temperature
+from kdlab.distill.logit_loss import LogitLoss, Temperature, check_bool, split_temperature
 
 
 def ttm_rows(zs: Tensor, zt: Tensor, temperature: Temperature) -> tuple[Tensor, Tensor]:
