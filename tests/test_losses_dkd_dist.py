@@ -179,7 +179,8 @@ def test_method_params_are_the_settings_used() -> None:
         "alpha": 1.0, "beta": 6.0, "temperature": 4.0, "warmup": 20, "standardize": True,
     }  # fmt: skip
     dist = DIST(beta=2, gamma=2, temperature=4)
-    assert dist.method_params() == {"beta": 2.0, "gamma": 2.0, "temperature": 4.0}
+    assert dist.method_params() == {"beta": 2.0, "gamma": 2.0, "temperature": 4.0,
+                                    "standardize": False}  # fmt: skip
     json.dumps([dkd.method_params(), dist.method_params()])
 
 

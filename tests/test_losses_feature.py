@@ -57,8 +57,9 @@ def test_supported_resnet_pairs(nets, t, s, t_ch, s_ch) -> None:
         assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (cin, cout, (1, 1))
         assert conv.bias is None
     out = _distil_step(loss, student, teacher)
-    assert set(out) == {"loss", "ce", "kd", "mse", "cos"}
+    assert set(out) == {"loss", "ce", "kd", "mse", "cos", "task"}
     assert all(torch.isfinite(v) and v.dim() == 0 for v in out.values())
+    assert out["task"].item() == pytest.approx(0.5 * out["ce"].item(), rel=1e-6)
     assert out["kd"].item() == pytest.approx(out["mse"].item() + 0.5 * out["cos"].item(), rel=1e-5)
     assert all(p.grad is not None for p in loss.parameters())
     assert all(p.grad is None for p in teacher.parameters())  # teacher features are detached
@@ -76,7 +77,7 @@ def test_preresnet20_self_distillation_and_subsets() -> None:
     subset = FeatureKD(alpha=0.5, stages=("layer3",))
     subset.bind(student, teacher)
     assert list(subset.projections) == ["layer3"] and subset.stages == ("layer3",)
-    assert set(_distil_step(subset, student, teacher)) == {"loss", "ce", "kd", "mse", "cos"}
+    assert set(_distil_step(subset, student, teacher)) == {"loss", "ce", "kd", "mse", "cos", "task"}
 
 
 class Probe(StagedModel):

@@ -94,7 +94,8 @@ def test_loss_terms_come_from_the_criterion():
     assert logits.shape == (4, 10) and {"loss", "ce", "kd", "mse", "cos"} <= set(terms)
     c = Classifier(preresnet20(10), SGD, criterion=CrossEntropy())
     _, terms = c.compute_losses(x, y)
-    assert set(terms) == {"loss", "ce"}
+    assert set(terms) == {"loss", "ce", "task"}  # plain CE: the whole loss is the task part
+    assert terms["task"] is terms["loss"]
 
 
 def test_lr_scale_and_bad_clip_values():

@@ -9,8 +9,8 @@ Rows (each: median images/s, min–max over ``--repeats`` windows of ``--steps``
   backward + clipping + optimiser) for baseline, logit KD, feature KD, a 3-teacher ensemble
   and logit KD served by the view cache (device pipeline only);
 - ``teacher_forward``: the folded teacher alone under inference mode (view-cache economics);
-- ``zoo/<method>/<teacher>-<student>``: full steps of KD, DKD, CRD and ReviewKD on a pair of
-  the CIFAR-100 benchmark (resnet32x4 → resnet8x4; ``--quick``: resnet56 → resnet20), batch 64,
+- ``zoo/<method>/<teacher>-<student>``: full steps of KD, DKD, CRD, ReviewKD and SDD over DKD
+  (SD-DKD) on a pair of the CIFAR-100 benchmark (resnet32x4 → resnet8x4; ``--quick``: resnet56 → resnet20), batch 64,
   device pipeline, with the published settings of ``conf/distill``;
 - ``loop/<lightning|plain>``: the same logit-KD step in ``Trainer.fit`` and in a hand loop.
 
@@ -137,7 +137,7 @@ def run(a: argparse.Namespace) -> dict:
         res = S.time_it(lambda: step(next(it)), 64, device, *timing)  # noqa: B023
         t_arch, s_arch = S.ZOO_PAIRS[a.size]
         add(f"zoo/{method}/{t_arch}-{s_arch}", res, kind="zoo", method=method,
-            pair=f"{t_arch}-{s_arch}", batch=64)  # fmt: skip
+            base=S.ZOO_BASES.get(method), pair=f"{t_arch}-{s_arch}", batch=64)  # fmt: skip
     system = S.build_system("logit", a.size)
     S.prepare(system, device)
     x = torch.randn(b, 3, 32, 32, device=device)

@@ -82,7 +82,8 @@ ZOO_PAIRS = {  # (teacher, student) of the CIFAR-100 benchmark timed by the zoo 
     "full": ("resnet32x4", "resnet8x4"),
     "quick": ("resnet56", "resnet20"),
 }
-ZOO_METHODS = ("logit", "dkd", "crd", "reviewkd")
+ZOO_METHODS = ("logit", "dkd", "crd", "reviewkd", "sdd")
+ZOO_BASES = {"sdd": "dkd"}  # modifiers and the logit loss they wrap (conf/distill_base): SD-DKD
 
 
 def build_zoo_system(method: str, size: str, n_train: int) -> nn.Module:
@@ -95,8 +96,9 @@ def build_pair_system(
     device: torch.device | str = "cpu",
 ) -> nn.Module:  # fmt: skip
     """A benchmark pair (100 classes) distilled with ``conf/distill/<method>.yaml`` as
-    published (CRD's memory bank sized for ``n_train`` images, at most its 16,384 negatives);
-    ``baseline`` is the student alone, ``logit_viewcache`` logit KD served by a view cache."""
+    published (CRD's memory bank sized for ``n_train`` images, at most its 16,384 negatives;
+    a modifier around ``conf/distill_base/<ZOO_BASES[method]>.yaml``); ``baseline`` is the
+    student alone, ``logit_viewcache`` logit KD served by a view cache."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -109,6 +111,9 @@ def build_pair_system(
     name = method.removesuffix("_viewcache")
     root = OmegaConf.create({"label_smoothing": 0.0, "alpha": 0.9, "temperature": 4})
     root.distill = OmegaConf.load(CONF_DIR / "distill" / f"{name}.yaml")
+    if name in ZOO_BASES:  # what Hydra's defaults list would compose: the wrapped loss
+        root.distill_base = OmegaConf.load(CONF_DIR / "distill_base" / f"{ZOO_BASES[name]}.yaml")
+    root.distill.pop("defaults", None)
     if name == "crd":  # the bank needs more rows than negatives
         root.distill.terms.crd.nce_k = min(16384, n_train - 100)
     loss = instantiate(root.distill)

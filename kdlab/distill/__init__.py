@@ -1,7 +1,8 @@
 """KD losses, one module per method, sharing the ``KDLoss`` interface (``kdlab.distill.base``).
 
 Teachers (store, freezing, ensembles, caches) live in ``kdlab.teachers``; this package holds
-losses only, so a new method is one module here plus one config in ``conf/distill/``.
+losses only, so a new method is one module here plus one config in ``conf/distill/``. Logit
+losses share ``LogitLoss`` (``kdlab.distill.logit_loss``), which the modifiers CTKD and SDD wrap.
 """
 
 from kdlab.distill.base import (
@@ -16,6 +17,7 @@ from kdlab.distill.base import (
 from kdlab.distill.combine import Combined
 from kdlab.distill.feature import FeatureKD
 from kdlab.distill.logit import LogitKD
+from kdlab.distill.logit_loss import LogitLoss
 
 __all__ = [
     "Combined",
@@ -23,6 +25,7 @@ __all__ = [
     "FeatureKD",
     "KDLoss",
     "LogitKD",
+    "LogitLoss",
     "validate_alpha",
     "validate_beta",
     "validate_label_smoothing",

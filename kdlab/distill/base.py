@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+TASK = "task"  # the key of the supervised part of a loss (see ``KDLoss``)
+
 
 def _check_number(name: str, value: object, hint: str) -> float:
     """Reject values that only look numeric (bool, None, NaN, strings) before range checks.
@@ -189,6 +191,11 @@ class KDLoss(nn.Module):
       ``{"loss": total, **parts}``; the system back-propagates ``"loss"`` and logs every part
       ``k`` as ``train/loss_<k>``. ``targets`` are class indices [B] or soft targets [B, C]
       (MixUp); ``index`` holds the training-split rows of the batch (memory banks).
+    - A loss that contains a supervised term (CE on the labels) also returns it, weighted and
+      *not* detached, under ``TASK`` (``"task"``): the part of ``"loss"`` that the labels
+      drive. The system takes it out before logging; an optimiser that treats the task and the
+      distillation gradients apart (``kdlab.optim.dot``) steps on ``task`` and
+      ``loss − task``. No ``task`` means the whole loss is distillation.
     - ``method_params()`` returns every constructor argument as used: store each argument
       under its own name (validated), and results.json, run tags, sweep folders and the report
       all follow. ``short_names`` gives the letters used in run tags (``{"alpha": "a"}``).
@@ -266,7 +273,7 @@ class CrossEntropy(KDLoss):
     ) -> dict[str, Tensor]:
         with torch.autocast(s_logits.device.type, enabled=False):
             ce = cross_entropy(s_logits, targets, self.label_smoothing)
-        return {"loss": ce, "ce": ce}
+        return {"loss": ce, "ce": ce, TASK: ce}
 
     def extra_repr(self) -> str:
         return f"label_smoothing={self.label_smoothing}"

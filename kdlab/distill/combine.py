@@ -8,6 +8,7 @@ says how it is combined and its loss module stays about the method alone.
 Logged parts: each term's total as ``<name>`` (``train/loss_<name>``), and its other parts as
 ``<name>_<part>`` (``train/loss_crd_…``), except the ``ce``/``kd`` parts that every logit loss
 reports: in a combination those are terms of their own. A term whose weight is 0 is not run.
+The supervised part (``TASK``) of the combination is the weighted sum of its terms' own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from kdlab.distill.base import KDLoss, validate_weight
+from kdlab.distill.base import TASK, KDLoss, validate_weight
 
 
 class Combined(KDLoss):
@@ -83,18 +84,21 @@ class Combined(KDLoss):
         index: Tensor | None = None,
     ) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
-        total = None
+        total = task = None
         for name, term in self._active().items():
             parts = term(s_logits, t_logits, targets, s_feats, t_feats, index=index)
             weighted = parts["loss"] * self.weights[name]
             total = weighted if total is None else total + weighted
+            if TASK in parts:
+                own = parts[TASK] * self.weights[name]
+                task = own if task is None else task + own
             out[name] = parts["loss"].detach()
             for part, value in parts.items():
-                if part not in ("loss", "ce", "kd") and part != name:
+                if part not in ("loss", "ce", "kd", TASK) and part != name:
                     out[f"{name}_{part}"] = value.detach()
         if total is None:  # every weight is 0: nothing to train on, but keep the graph valid
             total = s_logits.sum() * 0.0
-        return {"loss": total, **out}
+        return {"loss": total, **out} | ({TASK: task} if task is not None else {})
 
     def extra_repr(self) -> str:
         return ", ".join(f"{n}×{w:g}" for n, w in self.weights.items())

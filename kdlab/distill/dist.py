@@ -10,7 +10,10 @@ predictions to be *linearly related* to the teacher's, measured by the Pearson c
     L_dist = τ²·(β·inter + γ·intra)
 
 so the loss ignores each row's (and column's) offset and scale. Computed in float32 with
-autocast disabled; the targets are not used. The intra-class term needs a batch of at least two
+autocast disabled; the targets are not used. ``standardize=True`` z-scores both logit rows before
+the temperature (logit standardisation, as for every kdlab logit loss). DIST's intra-class term
+couples the rows of a batch, so it is not a per-sample ``LogitLoss`` and the modifiers (CTKD,
+SDD) do not wrap it. The intra-class term needs a batch of at least two
 samples to be informative (a single row has zero variance and gives ρ = 0).
 """
 
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdlab.distill.base import KDLoss, validate_loss_weight, validate_temperature
+from kdlab.distill.logit_loss import check_bool, zscore
 
 PEARSON_EPS = 1e-8
 
@@ -32,11 +36,16 @@ def pearson_rows(a: Tensor, b: Tensor, eps: float = PEARSON_EPS) -> Tensor:
     return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
 
 
-def dist_relations(s_logits: Tensor, t_logits: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+def dist_relations(
+    s_logits: Tensor, t_logits: Tensor, temperature: float, standardized: bool = False
+) -> tuple[Tensor, Tensor]:
     """``(inter, intra)``: ``1 − mean ρ`` over rows and over columns (not yet scaled by τ²)."""
     t = float(temperature)
-    ys = F.softmax(s_logits.float() / t, dim=1)
-    yt = F.softmax(t_logits.detach().float() / t, dim=1)
+    zs, zt = s_logits.float(), t_logits.detach().float()
+    if standardized:
+        zs, zt = zscore(zs), zscore(zt)
+    ys = F.softmax(zs / t, dim=1)
+    yt = F.softmax(zt / t, dim=1)
     inter = 1.0 - pearson_rows(ys, yt).mean()
     intra = 1.0 - pearson_rows(ys.t(), yt.t()).mean()
     return inter, intra
@@ -49,6 +58,7 @@ class DIST(KDLoss):
         beta: weight ≥ 0 of the inter-class (per-sample) relation.
         gamma: weight ≥ 0 of the intra-class (per-class) relation.
         temperature: softmax temperature τ > 0.
+        standardize: z-score both logit rows before τ (logit standardisation).
 
     Returns ``{"loss", "inter", "intra"}`` with ``inter``/``intra`` the τ²-scaled relation
     losses before β and γ (``loss = β·inter + γ·intra``).
@@ -56,11 +66,18 @@ class DIST(KDLoss):
 
     short_names = {"beta": "b", "gamma": "g", "temperature": "T"}
 
-    def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0) -> None:
+    def __init__(
+        self,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 1.0,
+        standardize: bool = False,
+    ) -> None:
         super().__init__()
         self.beta = validate_loss_weight("beta", beta, "2.0")
         self.gamma = validate_loss_weight("gamma", gamma, "2.0")
         self.temperature = validate_temperature(temperature)
+        self.standardize = check_bool("standardize", standardize, "z-score the logits first")
 
     def forward(
         self,
@@ -80,7 +97,7 @@ class DIST(KDLoss):
                 "checkpoint and data=)"
             )
         with torch.autocast(s_logits.device.type, enabled=False):
-            inter, intra = dist_relations(s_logits, t_logits, self.temperature)
+            inter, intra = dist_relations(s_logits, t_logits, self.temperature, self.standardize)
             scale = self.temperature**2
             inter, intra = inter * scale, intra * scale
             loss = self.beta * inter + self.gamma * intra

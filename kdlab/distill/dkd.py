@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlab.distill.base import KDLoss, validate_loss_weight, validate_temperature, validate_warmup
-from kdlab.distill.logit import standardize as zscore
+from kdlab.distill.base import validate_loss_weight, validate_temperature, validate_warmup
+from kdlab.distill.logit_loss import LogitLoss, Temperature, check_bool, split_temperature, zscore
 from kdlab.distill.parts import hard_classes, warmup_factor
 
 
@@ -53,27 +53,35 @@ def _target_split(z: Tensor, cls: Tensor) -> tuple[Tensor, Tensor]:
     return torch.cat([log_target, log_rest], dim=1), rest
 
 
+def _kl_rows(log_q: Tensor, log_p: Tensor) -> Tensor:
+    """``KL(p ‖ q)`` per row from log-probabilities."""
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def dkd_rows(
+    zs: Tensor, zt: Tensor, cls: Tensor, temperature: Temperature
+) -> tuple[Tensor, Tensor]:
+    """``(TCKD, NCKD)`` per row [N], each multiplied by T² (``temperature`` may be per row)."""
+    t, t2 = split_temperature(temperature)
+    log_bs, rest_s = _target_split(zs / t, cls)
+    log_bt, rest_t = _target_split(zt / t, cls)
+    tckd = _kl_rows(log_bs, log_bt)
+    nckd = _kl_rows(F.log_softmax(rest_s, dim=1), F.log_softmax(rest_t, dim=1))
+    return tckd * t2, nckd * t2
+
+
 def dkd_parts(
     s_logits: Tensor, t_logits: Tensor, cls: Tensor, temperature: float, standardized: bool
 ) -> tuple[Tensor, Tensor]:
     """``(TCKD, NCKD)``, each already multiplied by T² (float32, batch mean)."""
-    t = float(temperature)
     zs, zt = s_logits.float(), t_logits.detach().float()
     if standardized:
         zs, zt = zscore(zs), zscore(zt)
-    log_bs, rest_s = _target_split(zs / t, cls)
-    log_bt, rest_t = _target_split(zt / t, cls)
-    tckd = F.kl_div(log_bs, log_bt, reduction="batchmean", log_target=True)
-    nckd = F.kl_div(
-        F.log_softmax(rest_s, dim=1),
-        F.log_softmax(rest_t, dim=1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    return tckd * (t * t), nckd * (t * t)
+    tckd, nckd = dkd_rows(zs, zt, cls, temperature)
+    return tckd.mean(), nckd.mean()
 
 
-class DKD(KDLoss):
+class DKD(LogitLoss):
     """Decoupled KD: ``w(epoch)·(α·TCKD + β·NCKD)`` (see the module doc); logits only.
 
     Args:
@@ -88,6 +96,7 @@ class DKD(KDLoss):
     """
 
     short_names = {"alpha": "a", "beta": "b", "temperature": "T"}
+    method = "DKD"
 
     def __init__(
         self,
@@ -102,39 +111,23 @@ class DKD(KDLoss):
         self.beta = validate_loss_weight("beta", beta, "8.0")
         self.temperature = validate_temperature(temperature)
         self.warmup = validate_warmup(warmup)
-        if not isinstance(standardize, bool):
-            raise ValueError(
-                f"standardize={standardize!r} must be true or false (true = z-score the logits "
-                "before the temperature)"
-            )
-        self.standardize = standardize
+        self.standardize = check_bool(
+            "standardize", standardize, "true = z-score the logits before the temperature"
+        )
 
     @property
     def warmup_weight(self) -> float:
         """The warm-up factor of the current epoch (see ``warmup_factor``)."""
         return warmup_factor(self.epoch, self.warmup)
 
-    def forward(
-        self,
-        s_logits: Tensor,
-        t_logits: Tensor | None,
-        targets: Tensor,
-        s_feats: dict[str, Tensor] | None = None,
-        t_feats: dict[str, Tensor] | None = None,
-        index: Tensor | None = None,
+    def weight(self) -> float:
+        return self.warmup_weight
+
+    def row_losses(
+        self, zs: Tensor, zt: Tensor, targets: Tensor, temperature: Temperature
     ) -> dict[str, Tensor]:
-        if t_logits is None:
-            raise ValueError("DKD needs teacher logits (t_logits is None)")
-        if t_logits.shape != s_logits.shape or s_logits.ndim != 2 or s_logits.shape[1] < 2:
-            raise ValueError(
-                f"DKD needs student and teacher logits of the same shape [B, C] with C >= 2 "
-                f"classes; got {tuple(s_logits.shape)} and {tuple(t_logits.shape)} (check the "
-                "teacher checkpoint and data=)"
-            )
-        with torch.autocast(s_logits.device.type, enabled=False):
-            cls = hard_classes(targets).to(s_logits.device)
-            tckd, nckd = dkd_parts(s_logits, t_logits, cls, self.temperature, self.standardize)
-            loss = self.warmup_weight * (self.alpha * tckd + self.beta * nckd)
+        tckd, nckd = dkd_rows(zs, zt, hard_classes(targets), temperature)
+        loss = self.alpha * tckd + self.beta * nckd
         return {"loss": loss, "tckd": tckd.detach(), "nckd": nckd.detach()}
 
     def extra_repr(self) -> str:

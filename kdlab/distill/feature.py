@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlab.distill.base import (
+    TASK,
     KDLoss,
     cross_entropy,
     mix,
@@ -142,7 +143,7 @@ class FeatureKD(KDLoss):
             "kd": kd.detach(),
             "mse": mse.detach(),
             "cos": cos.detach(),
-        }
+        } | ({TASK: (1.0 - self.alpha) * ce} if self.alpha < 1.0 else {})
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}, stages={list(self.stages)}"

@@ -13,23 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdlab.distill.base import (
-    KDLoss,
+    TASK,
     cross_entropy,
     mix,
     validate_alpha,
     validate_label_smoothing,
     validate_temperature,
 )
-
-
-def standardize(logits: Tensor, eps: float = 1e-7) -> Tensor:
-    """Z-score each row: ``(z − mean(z)) / (std(z) + eps)`` over the classes (unbiased std).
-
-    Logit standardisation (Sun et al., CVPR 2024) lets a student match the teacher's logit
-    *shape* without matching its scale, which a shared temperature otherwise forces.
-    """
-    z = logits.float()
-    return (z - z.mean(dim=-1, keepdim=True)) / (z.std(dim=-1, keepdim=True) + eps)
+from kdlab.distill.logit_loss import LogitLoss, Temperature, check_bool, split_temperature
+from kdlab.distill.logit_loss import zscore as standardize
 
 
 def kd_kl(
@@ -54,7 +46,16 @@ def kd_kl(
     return kl * (t * t)
 
 
-class LogitKD(KDLoss):
+def kd_rows(zs: Tensor, zt: Tensor, temperature: Temperature) -> Tensor:
+    """``T²·KL(softmax(z_t/T) ‖ softmax(z_s/T))`` per row [N] (``kd_kl`` is its batch mean);
+    ``temperature`` may be one per row ([N, 1])."""
+    t, t2 = split_temperature(temperature)
+    log_p_s = F.log_softmax(zs / t, dim=-1)
+    log_p_t = F.log_softmax(zt / t, dim=-1)
+    return t2 * (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1)
+
+
+class LogitKD(LogitLoss):
     """Soft-target distillation from the teacher's logits.
 
     Args:
@@ -66,6 +67,7 @@ class LogitKD(KDLoss):
     """
 
     short_names = {"alpha": "a", "temperature": "T"}
+    method = "LogitKD"
 
     def __init__(
         self,
@@ -78,9 +80,25 @@ class LogitKD(KDLoss):
         self.alpha = validate_alpha(alpha)
         self.temperature = validate_temperature(temperature)
         self.label_smoothing = validate_label_smoothing(label_smoothing)
-        if not isinstance(standardize, bool):
-            raise ValueError(f"standardize must be true or false, got {standardize!r}")
-        self.standardize = standardize
+        self.standardize = check_bool("standardize", standardize, "z-score the logits first")
+
+    def sample_rows(
+        self,
+        s_logits: Tensor,
+        t_logits: Tensor,
+        targets: Tensor,
+        temperature: Temperature | None = None,
+    ) -> dict[str, Tensor]:
+        """Per row ``α·kd + (1 − α)·ce`` (CE on the raw student logits, as in ``forward``)."""
+        with torch.autocast(s_logits.device.type, enabled=False):
+            zs, zt = self.prepare(s_logits, t_logits)
+            t = self.temperature if temperature is None else temperature
+            kd = kd_rows(zs, zt, t)
+            if targets.is_floating_point():
+                targets = targets.float()
+            ce = F.cross_entropy(s_logits.float(), targets.to(s_logits.device),
+                                 reduction="none", label_smoothing=self.label_smoothing)  # fmt: skip
+            return {"loss": mix(self.alpha, kd, ce), "ce": ce.detach(), "kd": kd.detach()}
 
     def forward(
         self,
@@ -104,7 +122,9 @@ class LogitKD(KDLoss):
             kd = kd_kl(s_logits, t_logits, self.temperature, self.standardize)
             ce = cross_entropy(s_logits, targets, self.label_smoothing)
             loss = mix(self.alpha, kd, ce)
-        return {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}
+        task = ce * (1.0 - self.alpha) if self.alpha < 1.0 else None
+        out = {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}
+        return out | ({TASK: task} if task is not None else {})
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, temperature={self.temperature}, standardize={self.standardize}"

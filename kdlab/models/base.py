@@ -9,6 +9,7 @@ same code works for our ResNets, PreResNet, the small CNN and wrapped timm model
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -31,6 +32,29 @@ class StagedModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_stages(x)[0]
+
+    # The head, for losses that score other pooled vectors with the model's own classifier
+    # (scale-decoupled distillation). Models with a pooled feature map implement both.
+    def head_map(self, last: Tensor) -> Tensor:
+        """The map the classifier pools, from the output of the last stage before ``pool``
+        (identity unless layers sit between them); BN statistics are not updated again."""
+        raise NotImplementedError(f"{type(self).__name__} has no head_map")
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        """The classifier applied to pooled feature vectors ``[N, C]`` → logits ``[N, K]``."""
+        raise NotImplementedError(f"{type(self).__name__} has no classify")
+
+
+def batch_norm_again(bn: nn.Module, x: Tensor) -> Tensor:
+    """``bn(x)`` without updating its running statistics a second time.
+
+    ``head_map`` re-applies layers the forward pass already ran on the same batch: in training
+    mode the batch statistics give the same output, and the running averages keep one update
+    per step. Outside training (or for a folded ``Identity``) it is ``bn(x)``.
+    """
+    if not isinstance(bn, nn.BatchNorm2d) or not bn.training:
+        return bn(x)
+    return F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
 
 
 def stage_outputs(net: nn.Module, x: Tensor, preact: bool = False):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models.base import StagedModel
+from kdlab.models.base import StagedModel, batch_norm_again
 
 
 class PreActBlock(nn.Module):
@@ -74,6 +74,12 @@ class PreResNet(StagedModel):
             feats[name] = x
         x = F.relu(self.bn(x)).mean(dim=(2, 3))
         return self.fc(x), feats
+
+    def head_map(self, last: Tensor) -> Tensor:
+        return F.relu(batch_norm_again(self.bn, last))
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        return self.fc(pooled)
 
 
 def preresnet20(num_classes: int = 100, widths: tuple[int, int, int] = (16, 32, 64)) -> PreResNet:

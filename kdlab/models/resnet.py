@@ -54,6 +54,12 @@ class CifarResNet(ResNet, StagedModel):
         logits = self.fc(torch.flatten(x.mean(dim=(2, 3)), 1))
         return logits, feats
 
+    def head_map(self, last: Tensor) -> Tensor:
+        return last
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        return self.fc(pooled)
+
     def _forward_impl(self, x: Tensor) -> Tensor:
         return self.forward_stages(x)[0]
 

@@ -17,11 +17,18 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from kdlab.data.batch import Batch
+from kdlab.distill.base import TASK
 from kdlab.metrics.classification import StageMetrics
 from kdlab.metrics.divergence import DivergenceWatch
 from kdlab.metrics.running import RunningMeans
 from kdlab.models.base import count_parameters
 from kdlab.models.memory_format import choose_channels_last, resolve_channels_last
+from kdlab.systems.gradients import (
+    check_split_gradients,
+    hand_over_distill_gradient,
+    optimizer_record,
+    takes_distill_gradient,
+)
 
 
 class Classifier(L.LightningModule):
@@ -128,6 +135,7 @@ class Classifier(L.LightningModule):
             "channels_last": (self.prepared or {}).get("channels_last"),  # the format that ran
             "method_params": {},
             "method_label": None,
+            "optimizer": optimizer_record(self.optimizer_factory),
         }
 
     # -- the pieces subclasses change ------------------------------------------------------
@@ -170,6 +178,7 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y = batch.x.contiguous(memory_format=self.input_format), batch.y
         logits, terms = self.compute_losses(x, y, batch.index, batch.view)
+        task = terms.pop(TASK, None)  # the supervised part of the loss (not a logged term)
         self.train_stats.update(terms, logits, y)  # epoch means and accuracy, on the device
         self.divergence.update(terms, self.global_step, self.current_epoch)
         if logits.device.type == "cpu" or self.logging_step():  # a sync only where it is free
@@ -179,7 +188,21 @@ class Classifier(L.LightningModule):
                 key = "train/loss" if name == "loss" else f"train/loss_{name}"
                 self.log(f"{key}_step", value, on_step=True, on_epoch=False, batch_size=len(y),
                          prog_bar=name == "loss")  # fmt: skip
-        return terms["loss"]
+        return self.backward_loss(terms["loss"], task, self._split_optimizer())
+
+    def _split_optimizer(self):
+        """The optimiser when it takes the distillation gradient apart (``DOT``), else None."""
+        if self._trainer is None:
+            return None
+        opt = self.optimizers(use_pl_optimizer=False)
+        return opt if takes_distill_gradient(opt) else None
+
+    def backward_loss(self, loss: Tensor, task: Tensor | None, opt=None) -> Tensor:
+        """What Lightning back-propagates: ``loss``, or for an optimiser ``opt`` that takes the
+        distillation gradient apart, the task part (``kdlab.systems.gradients``)."""
+        if opt is None:
+            return loss
+        return hand_over_distill_gradient(loss, task, self._grad_lists()[0], opt)
 
     def on_train_epoch_start(self) -> None:
         self.train_stats.reset()
@@ -235,6 +258,11 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.trainable_parameters())
+        if takes_distill_gradient(optimizer):
+            trainer = self._trainer
+            world = trainer.world_size if trainer is not None else 1
+            accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+            check_split_gradients(type(optimizer).__name__, self.grad_clip, world, accumulate)
         if self.lr_scale != 1.0:
             for group in optimizer.param_groups:
                 group["lr"] *= self.lr_scale

@@ -136,6 +136,14 @@ class FrozenTeacher(_Frozen):
     def forward_stages(self, x: Tensor, preact: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         return stage_outputs(self.net, x, preact)
 
+    # the running network's head (``StagedModel.head_map``/``classify``), for losses that score
+    # pooled regions of the teacher's map with its own classifier; call under no_grad
+    def head_map(self, last: Tensor) -> Tensor:
+        return self.net.head_map(last)
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        return self.net.classify(pooled)
+
     def _running(self) -> list[nn.Module]:
         return [self.net]
 

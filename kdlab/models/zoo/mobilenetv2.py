@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from kdlab.models.base import StagedModel
+from kdlab.models.base import StagedModel, batch_norm_again
 
 __all__ = ["MobileNetV2", "mobilenetv2"]
 
@@ -127,6 +127,12 @@ class MobileNetV2(StagedModel):
         pooled = self.conv2(x).mean(dim=(2, 3))
         feats["pool"] = pooled
         return self.classifier(pooled), feats
+
+    def head_map(self, last: Tensor) -> Tensor:
+        return self.conv2[2](batch_norm_again(self.conv2[1], self.conv2[0](last)))
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        return self.classifier(pooled)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(x)

@@ -121,6 +121,12 @@ class ThinResNet(StagedModel):
         feats["pool"] = pooled
         return self.fc(pooled), feats
 
+    def head_map(self, last: Tensor) -> Tensor:
+        return last
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        return self.fc(pooled)
+
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))

@@ -115,6 +115,12 @@ class ShuffleNetV1(StagedModel):
         feats["pool"] = pooled
         return self.linear(pooled), feats
 
+    def head_map(self, last: Tensor) -> Tensor:
+        return last
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        return self.linear(pooled)
+
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))

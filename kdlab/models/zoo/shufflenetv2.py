@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models.base import StagedModel
+from kdlab.models.base import StagedModel, batch_norm_again
 from kdlab.models.zoo.shufflenetv1 import channel_shuffle
 
 __all__ = ["ShuffleNetV2", "shufflev2"]
@@ -131,6 +131,12 @@ class ShuffleNetV2(StagedModel):
         pooled = F.relu(self.bn2(self.conv2(x))).mean(dim=(2, 3))
         feats["pool"] = pooled
         return self.linear(pooled), feats
+
+    def head_map(self, last: Tensor) -> Tensor:
+        return F.relu(batch_norm_again(self.bn2, self.conv2(last)))
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        return self.linear(pooled)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

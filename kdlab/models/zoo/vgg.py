@@ -95,6 +95,12 @@ class VGG(StagedModel):
         feats["pool"] = pooled
         return self.classifier(pooled), feats
 
+    def head_map(self, last: Tensor) -> Tensor:
+        return last
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        return self.classifier(pooled)
+
     def forward(self, x: Tensor) -> Tensor:
         pool_after_block3 = x.shape[2] == 64
         x = F.relu(self.block0(x))

@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models.base import StagedModel
+from kdlab.models.base import StagedModel, batch_norm_again
 
 __all__ = ["WideResNet", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2"]
 
@@ -120,6 +120,12 @@ class WideResNet(StagedModel):
         pooled = F.relu(normed).mean(dim=(2, 3))
         feats["pool"] = pooled
         return self.fc(pooled), feats
+
+    def head_map(self, last: Tensor) -> Tensor:
+        return F.relu(batch_norm_again(self.bn1, last))
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        return self.fc(pooled)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.block3(self.block2(self.block1(self.conv1(x))))
