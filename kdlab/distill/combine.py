@@ -54,6 +54,13 @@ class Combined(KDLoss):
                     "read pre-activation features of that side, or none"
                 )
             setattr(self, side, kinds.pop() if kinds else False)
+        self._set_extras()
+
+    def _set_extras(self) -> None:
+        """The combination needs a strong view / the networks when an active term does."""
+        active = self._active().values()
+        self.needs_strong_view = any(t.needs_strong_view for t in active)
+        self.needs_networks = any(t.needs_networks for t in active)
 
     def _active(self) -> dict[str, KDLoss]:
         return {n: t for n, t in self.terms.items() if self.weights[n] > 0}
@@ -63,6 +70,7 @@ class Combined(KDLoss):
             term.bind(student, teacher)
         pairs = [p for t in self._active().values() for p in t.stage_pairs]
         self.stage_pairs = tuple(dict.fromkeys(pairs))
+        self._set_extras()
 
     def bind_data(self, labels: Tensor) -> None:
         for term in self.terms.values():
@@ -81,11 +89,13 @@ class Combined(KDLoss):
         s_feats: dict[str, Tensor] | None = None,
         t_feats: dict[str, Tensor] | None = None,
         index: Tensor | None = None,
+        **extra,
     ) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         total = None
         for name, term in self._active().items():
-            parts = term(s_logits, t_logits, targets, s_feats, t_feats, index=index)
+            own = {k: v for k, v in extra.items() if k in term.extra_inputs()}
+            parts = term(s_logits, t_logits, targets, s_feats, t_feats, index=index, **own)
             weighted = parts["loss"] * self.weights[name]
             total = weighted if total is None else total + weighted
             out[name] = parts["loss"].detach()

@@ -136,6 +136,23 @@ class FrozenTeacher(_Frozen):
     def forward_stages(self, x: Tensor, preact: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         return stage_outputs(self.net, x, preact)
 
+    @property
+    def map_stage(self) -> str | None:
+        return getattr(self.net, "map_stage", None)
+
+    def classifier_head(self) -> nn.Module:
+        """The running network's classifier (frozen; BN folding leaves it as trained)."""
+        return self.net.classifier_head()
+
+    def forward_from(self, stage: str, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The teacher's layers after ``stage`` on another network's features ``x``.
+
+        Runs with autograd (unlike ``predict``): the teacher's own weights stay frozen, but a
+        loss's gradient flows back through it into ``x`` (the student features and whatever
+        bridge produced them).
+        """
+        return self.net.forward_from(stage, x)
+
     def _running(self) -> list[nn.Module]:
         return [self.net]
 

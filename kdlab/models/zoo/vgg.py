@@ -56,6 +56,9 @@ def _conv_block(in_ch: int, widths: tuple[int, ...]) -> nn.Sequential:
 class VGG(StagedModel):
     """CIFAR VGG with BatchNorm, depth 8/11/13/16/19 (see the module doc for the names)."""
 
+    head_name = "classifier"
+    map_stage = "block4"
+
     has_preact = True
 
     def __init__(self, depth: int, num_classes: int = 100, arch: str = "vgg") -> None:

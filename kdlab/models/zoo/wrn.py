@@ -83,6 +83,8 @@ class WideGroup(nn.Module):
 class WideResNet(StagedModel):
     """WRN-``depth``-``widen`` with the published benchmark's module names (see module doc)."""
 
+    head_name = "fc"
+
     has_preact = True
 
     def __init__(self, depth: int, widen: int, num_classes: int = 100, arch: str = "wrn") -> None:
