@@ -196,7 +196,12 @@ def test_a_differing_recipe_is_flagged_and_a_matching_one_is_not(tmp_path):
         "this run: 240 epochs, lr 0.01, crop+flip"
     )
     assert flags["resnet32x4 → resnet8x4"] is None
-    out = make_report([tmp_path], tmp_path / "rep", figures=False, reference="cifar100")
+    console = Console(record=True, width=300)
+    out = make_report([tmp_path], tmp_path / "rep", figures=False, reference="cifar100",
+                      console=console)  # fmt: skip
+    assert "recipe differs: r50 → mobilenetv2 MLKD: published with 480 epochs" in (
+        console.export_text()
+    )
     md = out.markdown.read_text()
     assert "Recipes that differ from the published one" in md
     assert "- r50 → mobilenetv2 MLKD: published with 480 epochs" in md
