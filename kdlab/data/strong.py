@@ -100,8 +100,9 @@ def render_strong(x: Tensor, views: StrongViews, padding: int = 4) -> Tensor:
     if x.dtype != torch.uint8 or x.ndim != 4:
         raise ValueError(f"expected a uint8 B×C×H×W batch, got {x.dtype} {tuple(x.shape)}")
     out = crop_flip_views(x, views.dy, views.dx, views.flip, padding).float()
-    for slot in range(views.ops.shape[1]):
-        out = _apply_slot(out, views.ops[:, slot], views.level[:, slot])
+    ops = views.ops.cpu()  # one transfer per batch
+    for slot in range(ops.shape[1]):
+        out = _apply_slot(out, ops[:, slot], views.level[:, slot])
     return cutout(out, views.cut).to(torch.uint8)
 
 
@@ -111,10 +112,11 @@ def magnitude(op: int, level: Tensor) -> Tensor:
 
 
 def _apply_slot(x: Tensor, ops: Tensor, level: Tensor) -> Tensor:
-    """One operation slot: each image gets its own op (a pass per op over its images)."""
+    """One operation slot: each image gets its own op (a pass per op over its images).
+    ``ops`` lives on the host, so choosing the rows costs no device synchronisation."""
     out = x.clone()
     for op in torch.unique(ops).tolist():
-        rows = (ops == op).nonzero().squeeze(1)
+        rows = (ops == op).nonzero().squeeze(1).to(x.device)
         out[rows] = apply_op(x[rows], op, magnitude(op, level[rows]))
     return out
 
@@ -172,15 +174,21 @@ def _smooth(x: Tensor) -> Tensor:
 
 
 def equalize(x: Tensor) -> Tensor:
-    """Per-channel histogram equalisation as PIL's ``ImageOps.equalize``."""
+    """Per-channel histogram equalisation as PIL's ``ImageOps.equalize``.
+
+    The cumulative histogram comes from sorting each channel and ``searchsorted`` (no atomic
+    adds: deterministic on CUDA too).
+    """
     b, c, h, w = x.shape
     flat = x.reshape(b * c, h * w).to(torch.int64)
-    hist = torch.zeros(b * c, 256, device=x.device, dtype=torch.int64)
-    hist.scatter_add_(1, flat, torch.ones_like(flat))
-    last = 255 - torch.argmax((hist.flip(1) > 0).to(torch.int64), dim=1)  # highest level used
-    step = (h * w - hist.gather(1, last[:, None]).squeeze(1)) // 255
-    before = hist.cumsum(1) - hist  # pixels below each level
-    lut = ((before + (step // 2)[:, None]) // step.clamp_min(1)[:, None]).clamp(max=255)
+    ordered = flat.sort(dim=1).values
+    levels = torch.arange(256, device=x.device).expand(b * c, 256).contiguous()
+    below = torch.searchsorted(ordered, levels, right=False)  # pixels below each level
+    upto = torch.searchsorted(ordered, levels, right=True)
+    hist = upto - below
+    last = ordered[:, -1:]  # the highest level used
+    step = (h * w - hist.gather(1, last).squeeze(1)) // 255
+    lut = ((below + (step // 2)[:, None]) // step.clamp_min(1)[:, None]).clamp(max=255)
     out = lut.gather(1, flat).float()
     keep = (step == 0)[:, None]  # a (nearly) constant channel is left as it is
     return torch.where(keep, flat.float(), out).reshape(b, c, h, w)

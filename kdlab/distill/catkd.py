@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlab.distill.base import KDLoss, Networks, check_int
+from kdlab.distill.parts import pool_to
 
 STAGE_HINT = (
     "CAT-KD needs models whose last feature map (map_stage) is pooled straight into a linear "
@@ -44,8 +45,9 @@ STAGE_HINT = (
 
 
 def class_maps(feat: Tensor, weight: Tensor, resolution: int) -> Tensor:
-    """``pool_r(W·F)`` computed as ``W·pool_r(F)``: [B, C, r, r] class activation maps."""
-    pooled = F.adaptive_avg_pool2d(feat.float(), (resolution, resolution))
+    """``pool_r(W·F)`` computed as ``W·pool_r(F)``: [B, C, r, r] class activation maps
+    (``pool_to``: plain average pooling for integer ratios, deterministic on CUDA)."""
+    pooled = pool_to(feat.float(), (resolution, resolution))
     return torch.einsum("ck,bkhw->bchw", weight.float(), pooled)
 
 
