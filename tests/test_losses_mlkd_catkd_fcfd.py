@@ -244,3 +244,26 @@ def test_one_step_on_resnet56_resnet20_is_finite_with_gradients(method):
         assert own and sum(g.abs().sum() for g in own) > 0  # the bridges train
     assert all(p.grad is None for p in teacher.parameters())
     opt.step()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["mlkd", "catkd", "fcfd"])
+def test_one_cuda_step_under_deterministic_algorithms_and_bf16(method):
+    root = OmegaConf.create({"label_smoothing": 0.0})
+    root.distill = OmegaConf.load(CONF_DIR / "distill" / f"{method}.yaml")
+    system = Distiller(build("resnet20", 100), FrozenTeacher(build("resnet56", 100)),
+                       instantiate(root.distill), partial(torch.optim.SGD, lr=0.05))  # fmt: skip
+    system.prepare("cuda")
+    system.cuda()
+    x, xs = torch.randn(8, 3, 32, 32, device="cuda"), torch.randn(8, 3, 32, 32, device="cuda")
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            _, terms = system.compute_losses(x, torch.arange(8, device="cuda"), None, None, xs)
+        terms["loss"].backward()
+    finally:
+        torch.use_deterministic_algorithms(was)
+    assert torch.isfinite(terms["loss"])
+    assert all(torch.isfinite(p.grad).all() for p in system.net.parameters())

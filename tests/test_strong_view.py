@@ -160,3 +160,22 @@ def test_an_interrupted_mlkd_run_on_the_device_pipeline_resumes_exactly(tmp_path
     assert {k: b[k] for k in keys} == {k: a[k] for k in keys}
     metrics = (full / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss_mlkd_ce_strong_epoch" in metrics.split(",")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_strong_views_render_like_the_cpu_under_deterministic_algorithms():
+    """Every operation runs with deterministic algorithms on CUDA and renders the views the
+    CPU renders from the same draws (the draws themselves come from a CUDA generator)."""
+    images = torch.from_numpy(_images(64)).permute(0, 3, 1, 2).contiguous()
+    views = sample_strong(64, generator=torch.Generator("cuda").manual_seed(0), device="cuda")
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        on_gpu = render_strong(images.cuda(), views).cpu()
+        again = render_strong(images.cuda(), views).cpu()
+    finally:
+        torch.use_deterministic_algorithms(was)
+    on_cpu = render_strong(images, views.to("cpu"))
+    assert torch.equal(on_gpu, again)
+    assert (on_gpu.int() - on_cpu.int()).abs().max() <= 1  # float rounding of the blends

@@ -77,6 +77,10 @@ class StrongViews:
     level: Tensor  # float [n, NUM_OPS] in [0, 1): position in each op's magnitude range
     cut: Tensor  # float [n, 3] in [0, 1): Cutout side, centre row, centre column
 
+    def to(self, device: torch.device | str) -> StrongViews:
+        return StrongViews(*(t.to(device) for t in (self.dy, self.dx, self.flip, self.ops,
+                                                     self.level, self.cut)))  # fmt: skip
+
     def select(self, rows: slice | Tensor) -> StrongViews:
         return StrongViews(*(t[rows] for t in (self.dy, self.dx, self.flip, self.ops,
                                                 self.level, self.cut)))  # fmt: skip
