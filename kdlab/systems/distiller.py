@@ -155,16 +155,17 @@ class Distiller(Classifier):
         x_strong: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         crit = self.criterion
-        extra = self.extra_inputs(x_strong)
         if crit.uses_features:
             logits, s_feats = stage_outputs(self.net, x, crit.student_preact)
             t_logits, t_feats = self.teacher.predict(x, stages=True, preact=crit.teacher_preact)
+            extra = self.extra_inputs(x_strong)  # after the batch itself (BN statistics' order)
             return logits, crit(logits, t_logits, y, s_feats, t_feats, index=index, **extra)
         logits = self.net(x)
         if self.teacher_cache is not None:
             t_logits = self.teacher_cache.lookup(index, view)
         else:
             t_logits = self.teacher.predict(x)
+        extra = self.extra_inputs(x_strong)
         return logits, crit(logits, t_logits, y, index=index, **extra)
 
     def extra_inputs(self, x_strong: Tensor | None) -> dict[str, object]:
