@@ -200,8 +200,15 @@ def test_a_teacher_continues_from_a_stage_exactly_as_its_own_forward():
         out, later = net.forward_from(stage, feats[stage])
         assert torch.allclose(out, logits, atol=1e-5)
         assert torch.allclose(later["layer3"], feats["layer3"], atol=1e-5)
+    for arch, stages in (("wrn_16_2", ("stem", "layer1", "layer2")),
+                         ("vgg8", ("stem", "block1", "block2", "block3"))):  # fmt: skip
+        other = build(arch).eval()
+        logits_o, feats_o = other.forward_stages(x)
+        for stage in stages:
+            assert torch.allclose(other.forward_from(stage, feats_o[stage])[0], logits_o,
+                                  atol=1e-5)  # fmt: skip
     with pytest.raises(ValueError, match="forward_from"):
-        build("vgg8").forward_from("block1", feats["layer1"])
+        build("shufflev1").forward_from("layer1", feats["layer1"])
     # the frozen teacher runs its later stages with autograd: gradients reach the input
     teacher = FrozenTeacher(build("resnet56"))
     teacher.prepare("cpu")  # BN folded: still the same function
@@ -211,11 +218,28 @@ def test_a_teacher_continues_from_a_stage_exactly_as_its_own_forward():
     assert all(p.grad is None for p in teacher.parameters())
 
 
+def test_a_prepared_teacher_stays_usable_by_autograd(tmp_path, monkeypatch):
+    """Measuring the memory format (channels_last=auto, nothing remembered yet) must not turn the
+    teacher's weights into inference tensors: FCFD runs its later stages with autograd."""
+    monkeypatch.setenv("KDLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr("kdlab.models.memory_format.MARGIN", 0.0)  # measured, NCHW kept
+    teacher = FrozenTeacher(build("resnet32x4"), channels_last="auto")
+    teacher.prepare("cpu")
+    assert not any(p.is_inference() for p in teacher.parameters())
+    h = torch.randn(2, 64, 32, 32, requires_grad=True)
+    teacher.forward_from("layer1", h)[0].sum().backward()
+    assert h.grad is not None
+
+
 def test_fcfd_bridges_follow_the_stage_shapes():
     loss = FCFD()
     loss.bind(build("resnet8x4"), FrozenTeacher(build("resnet32x4")))
     conv = loss.bridges["layer2"][0]
     assert (conv.in_channels, conv.out_channels, conv.stride) == (128, 128, (1, 1))
+    assert isinstance(loss.bridges["layer2"][-1], nn.LeakyReLU)  # post-ReLU teacher stages
+    wrn = FCFD()
+    wrn.bind(build("wrn_16_2"), FrozenTeacher(build("wrn_40_2")))
+    assert isinstance(wrn.bridges["layer1"][-1], nn.BatchNorm2d)  # raw pre-activation sums
     with pytest.raises(ValueError, match="unknown stage"):
         FCFD(stages=["layer9"]).bind(build("resnet8"), FrozenTeacher(build("resnet14")))
 

@@ -7,8 +7,9 @@ predicts on its own features.
 
 For the bridged stages ``k ∈ 𝒦`` (``stages``) with student maps ``f_s^k`` and teacher maps
 ``f_t^k``, a bridge ``b_k`` (3×3 conv + BN, a stride-2 conv or a 4×4 stride-2 transposed conv
-when the student map is twice or half the teacher's size, then LeakyReLU(0.1): kdlab's stage
-outputs are post-ReLU) maps the student feature into the teacher's space,
+when the student map is twice or half the teacher's size, then LeakyReLU(0.1) when the teacher's
+stage outputs are post-ReLU, as the published code does for such models; none for WRN, whose
+stage outputs are raw pre-activation sums) maps the student feature into the teacher's space,
 ``h^k = b_k(f_s^k)``. A *path* leaves the student at stage ``j`` (every bridged stage but the
 last) and continues through the teacher: ``(z^j, {g^{j→k}}) = teacher.forward_from(j, h^j)``,
 its logits and its later teacher-space maps. With ``KD_T(z) = T²·KL(softmax(z_t/T) ‖
@@ -36,7 +37,9 @@ student's layers on foreign features would need BN statistics kept apart from th
 own. The published code also runs the frozen teacher in train mode (batch-statistic BN, with
 separate running statistics per path); kdlab's teacher is always in eval mode (its trained
 statistics). Teacher continuation needs models with ``forward_from`` (the benchmark's CIFAR
-ResNets: resnet56→resnet20, resnet110→resnet20/32, resnet32x4→resnet8x4).
+ResNets, WRNs and VGGs: every same-family pair). ``stages`` name the same stages in both models
+(default: the ResNets' and WRNs' ``layer1``–``layer3``; VGG pairs pass ``[block1, block2, block3,
+block4]``).
 """
 
 from __future__ import annotations
@@ -64,8 +67,9 @@ def kd(z: Tensor, z_t: Tensor, temperature: float) -> Tensor:
     return (log_q.exp() * (log_q - log_p)).sum(1).mean() * temperature**2
 
 
-def bridge(c_in: int, c_out: int, h_in: int, h_out: int) -> nn.Sequential:
-    """The student → teacher bridge of one stage (see the module doc)."""
+def bridge(c_in: int, c_out: int, h_in: int, h_out: int, activate: bool = True) -> nn.Sequential:
+    """The student → teacher bridge of one stage (see the module doc); ``activate`` ends it in
+    LeakyReLU(0.1), for teachers whose stage outputs are post-ReLU."""
     if h_in == h_out:
         conv: nn.Module = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)
     elif h_in == 2 * h_out:
@@ -74,7 +78,8 @@ def bridge(c_in: int, c_out: int, h_in: int, h_out: int) -> nn.Sequential:
         conv = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1)
     else:
         raise ValueError(f"FCFD bridges maps of equal, double or half size, got {h_in} → {h_out}")
-    out = nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.LeakyReLU(0.1))
+    layers = [conv, nn.BatchNorm2d(c_out)] + ([nn.LeakyReLU(0.1)] if activate else [])
+    out = nn.Sequential(*layers)
     for m in out.modules():
         if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -132,8 +137,9 @@ class FCFD(KDLoss):
         self.stage_pairs = tuple((s, s) for s in self.stages)
         shapes = probe_shapes(student, teacher, self.stage_pairs)
         require_maps(shapes, self.stage_pairs, "FCFD")
+        act = bool(getattr(teacher, "activated_stages", True))
         self.bridges = nn.ModuleDict(
-            {pair_name(s, s): bridge(ss[0], ts[0], ss[1], ts[1])
+            {pair_name(s, s): bridge(ss[0], ts[0], ss[1], ts[1], act)
              for s, (ss, ts) in zip(self.stages, shapes, strict=True)}
         )  # fmt: skip
 

@@ -28,6 +28,9 @@ class StagedModel(nn.Module):
     # mean is that vector (None: the pooled map is not a stage, e.g. a BN + ReLU follows)
     head_name: str | None = None
     map_stage: str | None = None
+    # whether stage outputs are post-ReLU (non-negative): a bridge into them ends in a ReLU-like
+    # activation; pre-activation networks (WRN) output raw sums
+    activated_stages: bool = True
 
     def forward_stages(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return ``(logits, {stage_name: activation})`` for every stage in ``stage_names``."""
@@ -46,7 +49,8 @@ class StagedModel(nn.Module):
         activation})``. Lets another network's features run through this one's later stages."""
         raise ValueError(
             f"model '{self.arch}' cannot continue its forward pass from a stage (forward_from); "
-            "models that can: the benchmark's CIFAR ResNets (resnet8 … resnet110, resnet8x4/32x4)"
+            "models that can: the benchmark's CIFAR ResNets (resnet8 … resnet110, resnet8x4/32x4), "
+            "WRNs and VGGs"
         )
 
     def forward(self, x: Tensor) -> Tensor:

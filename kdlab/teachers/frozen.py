@@ -140,6 +140,10 @@ class FrozenTeacher(_Frozen):
     def map_stage(self) -> str | None:
         return getattr(self.net, "map_stage", None)
 
+    @property
+    def activated_stages(self) -> bool:
+        return bool(getattr(self.net, "activated_stages", True))
+
     def classifier_head(self) -> nn.Module:
         """The running network's classifier (frozen; BN folding leaves it as trained)."""
         return self.net.classifier_head()

@@ -109,6 +109,24 @@ class VGG(StagedModel):
         x = F.relu(self.block4(x))
         return self.classifier(x.mean(dim=(2, 3)))
 
+    def forward_from(self, stage: str, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The blocks after ``stage`` (``stem``, ``block1`` … ``block3``) on ``x``, a map shaped
+        like that stage's (post-activation) output."""
+        order = ("stem", "block1", "block2", "block3")
+        if stage not in order:
+            raise ValueError(f"forward_from: stage {stage!r} is not one of {list(order)}")
+        k = order.index(stage)
+        pool_after_block3 = x.shape[2] * 2**k == 64  # the input side, as in forward_stages
+        feats: dict[str, Tensor] = {}
+        for i in range(k + 1, 5):
+            if i < 4 or pool_after_block3:
+                x = F.max_pool2d(x, 2, 2)
+            x = F.relu(getattr(self, f"block{i}")(x))
+            feats[f"block{i}"] = x
+        pooled = x.mean(dim=(2, 3))
+        feats["pool"] = pooled
+        return self.classifier(pooled), feats
+
 
 def vgg8(num_classes: int = 100) -> VGG:
     """VGG-8 with BN (published ``vgg8_bn``; 3,965,028 parameters for 100 classes)."""

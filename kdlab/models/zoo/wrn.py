@@ -84,6 +84,7 @@ class WideResNet(StagedModel):
     """WRN-``depth``-``widen`` with the published benchmark's module names (see module doc)."""
 
     head_name = "fc"
+    activated_stages = False  # stage outputs are raw sums, before the next BN and ReLU
 
     has_preact = True
 
@@ -126,6 +127,20 @@ class WideResNet(StagedModel):
     def forward(self, x: Tensor) -> Tensor:
         x = self.block3(self.block2(self.block1(self.conv1(x))))
         return self.fc(F.relu(self.bn1(x)).mean(dim=(2, 3)))
+
+    def forward_from(self, stage: str, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The groups after ``stage`` (``stem``, ``layer1``, ``layer2`` or ``layer3``) on ``x``,
+        a map shaped like that stage's raw (pre-BN) output."""
+        order = ("stem", "layer1", "layer2", "layer3")
+        if stage not in order:
+            raise ValueError(f"forward_from: stage {stage!r} is not one of {list(order)}")
+        feats: dict[str, Tensor] = {}
+        for i in range(order.index(stage) + 1, 4):
+            x = getattr(self, f"block{i}")(x)
+            feats[f"layer{i}"] = x
+        pooled = F.relu(self.bn1(x)).mean(dim=(2, 3))
+        feats["pool"] = pooled
+        return self.fc(pooled), feats
 
 
 def wrn_16_1(num_classes: int = 100) -> WideResNet:
