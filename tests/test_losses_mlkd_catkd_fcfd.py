@@ -124,8 +124,8 @@ def test_catkd_equals_its_formula_by_hand(normalize):
     expected = ((cs - ct) ** 2).mean()
 
     head_s, head_t = _head(ws), _head(wt)
-    nets = Networks(SimpleNamespace(classifier_head=lambda: head_s),
-                    SimpleNamespace(classifier_head=lambda: head_t))  # fmt: skip
+    nets = Networks(SimpleNamespace(classifier_head=lambda: head_s, pooled_map=lambda f: f),
+                    SimpleNamespace(classifier_head=lambda: head_t, pooled_map=lambda f: f))  # fmt: skip
     loss = CATKD(resolution=2, normalize=normalize)
     loss.stage_pairs = (("last", "last"),)
     f_s = torch.tensor(fs, dtype=torch.float32, requires_grad=True)
@@ -145,8 +145,23 @@ def test_catkd_binds_to_the_maps_the_classifier_pools_and_refuses_others():
     vgg = CATKD()
     vgg.bind(build("vgg8"), FrozenTeacher(build("vgg13")))
     assert vgg.stage_pairs == (("block4", "block4"),)
+    wrn = CATKD()
+    wrn.bind(build("wrn_16_2"), FrozenTeacher(build("wrn_40_2")))
+    assert wrn.stage_pairs == (("layer3", "layer3"),) and wrn.student_preact and wrn.teacher_preact
     with pytest.raises(ValueError, match="map_stage"):
-        CATKD().bind(build("wrn_16_2"), FrozenTeacher(build("wrn_40_2")))
+        CATKD().bind(build("shufflev2"), FrozenTeacher(build("resnet32x4")))
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "wrn_16_2", "vgg8", "shufflev1", "r18"])
+def test_the_pooled_map_is_what_the_classifier_pools(arch):
+    from kdlab.models.base import stage_outputs
+    from kdlab.models.resnet import resnet18
+
+    net = (resnet18(100) if arch == "r18" else build(arch)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    logits, feats = stage_outputs(net, x, net.map_preact)
+    pooled = net.pooled_map(feats[net.map_stage]).mean(dim=(2, 3))
+    assert torch.allclose(net.classifier_head()(pooled), logits, atol=1e-4)
 
 
 # -- FCFD ------------------------------------------------------------------------------------

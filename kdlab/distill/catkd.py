@@ -22,11 +22,12 @@ res32x4→ShuffleV1.
 
 Deviations: the student keeps its classifier bias (the published student is converted to a
 bias-free 1×1 convolution; the bias does not enter the CAMs either way). The models reach
-their classifier and last map through their public API (``classifier_head``, ``map_stage``):
-the benchmark's ResNets, VGGs and ShuffleNet-V1 (and kdlab's torchvision ResNets) have them;
-WRN, ShuffleNet-V2 and MobileNet-V2 pool a map that is not one of their stages (a BN, ReLU or
-1×1 convolution follows the last stage), so CAT-KD refuses them with a message. The class
-masking and binarisation variants of the paper's analysis are not implemented.
+their classifier and last map through their public API (``classifier_head``, ``map_stage``,
+``pooled_map``): the benchmark's ResNets, WRNs (the ReLU of their final BN, read as layer3's
+pre-activation output), VGGs and ShuffleNet-V1, and kdlab's torchvision ResNets, have them;
+ShuffleNet-V2 and MobileNet-V2 pool the output of a 1×1 convolution that is not one of their
+stages, so CAT-KD refuses them with a message. The class masking and binarisation variants of
+the paper's analysis are not implemented.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from kdlab.distill.base import KDLoss, Networks, check_int
 from kdlab.distill.parts import pool_to
 
 STAGE_HINT = (
-    "CAT-KD needs models whose last feature map (map_stage) is pooled straight into a linear "
-    "classifier (classifier_head): the benchmark's CIFAR ResNets, VGGs, ShuffleNet-V1"
+    "CAT-KD needs models whose pooled map comes from a stage (map_stage) and feeds a linear "
+    "classifier (classifier_head): the benchmark's CIFAR ResNets, WRNs, VGGs, ShuffleNet-V1"
 )
 
 
@@ -78,6 +79,7 @@ class CATKD(KDLoss):
                 raise ValueError(f"{STAGE_HINT}; the {role} {type(net).__name__} "
                                  f"'{getattr(net, 'arch', '?')}' has none")  # fmt: skip
             names.append(stage)
+            setattr(self, f"{role}_preact", bool(getattr(net, "map_preact", False)))
         self.stage_pairs = ((names[0], names[1]),)
 
     def forward(
@@ -94,10 +96,12 @@ class CATKD(KDLoss):
             raise ValueError("CAT-KD needs both networks and their last feature maps")
         (s_stage, t_stage), r = self.stage_pairs[0], self.resolution
         with torch.autocast(s_logits.device.type, enabled=False):
-            cam_s = class_maps(s_feats[s_stage], networks.student.classifier_head().weight, r)
+            student, teacher = networks.student, networks.teacher
+            f_s = student.pooled_map(s_feats[s_stage])
+            cam_s = class_maps(f_s, student.classifier_head().weight, r)
             with torch.no_grad():
-                w_t = networks.teacher.classifier_head().weight
-                cam_t = class_maps(t_feats[t_stage], w_t, r)
+                f_t = teacher.pooled_map(t_feats[t_stage])
+                cam_t = class_maps(f_t, teacher.classifier_head().weight, r)
             if self.normalize:
                 cam_s = F.normalize(cam_s.flatten(2), dim=2)
                 cam_t = F.normalize(cam_t.flatten(2), dim=2)

@@ -44,8 +44,13 @@ class Combined(KDLoss):
             raise ValueError(f"terms {bad} are not kdlab losses (KDLoss subclasses)")
         self.terms = nn.ModuleDict(terms)
         self.weights = {n: validate_weight(f"weights.{n}", w) for n, w in weights.items()}
-        features = [t for t in terms.values() if t.uses_features or t.student_preact
-                    or t.teacher_preact]  # fmt: skip
+        self._set_sides(terms.values())
+        self._set_extras()
+
+    def _set_sides(self, terms) -> None:
+        """Pre-activation features per side: the feature terms must agree (checked when built
+        and again once ``bind`` has told each term its stages, which may set its flags)."""
+        features = [t for t in terms if t.uses_features or t.student_preact or t.teacher_preact]
         for side in ("student_preact", "teacher_preact"):
             kinds = {getattr(t, side) for t in features}
             if len(kinds) > 1:
@@ -54,7 +59,6 @@ class Combined(KDLoss):
                     "read pre-activation features of that side, or none"
                 )
             setattr(self, side, kinds.pop() if kinds else False)
-        self._set_extras()
 
     def _set_extras(self) -> None:
         """The combination needs a strong view / the networks when an active term does."""
@@ -70,6 +74,7 @@ class Combined(KDLoss):
             term.bind(student, teacher)
         pairs = [p for t in self._active().values() for p in t.stage_pairs]
         self.stage_pairs = tuple(dict.fromkeys(pairs))
+        self._set_sides(self._active().values())
         self._set_extras()
 
     def bind_data(self, labels: Tensor) -> None:

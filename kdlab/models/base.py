@@ -28,6 +28,7 @@ class StagedModel(nn.Module):
     # mean is that vector (None: the pooled map is not a stage, e.g. a BN + ReLU follows)
     head_name: str | None = None
     map_stage: str | None = None
+    map_preact: bool = False  # read map_stage with preact=True (see pooled_map)
     # whether stage outputs are post-ReLU (non-negative): a bridge into them ends in a ReLU-like
     # activation; pre-activation networks (WRN) output raw sums
     activated_stages: bool = True
@@ -43,6 +44,11 @@ class StagedModel(nn.Module):
         if not isinstance(head, nn.Linear):
             raise ValueError(f"model '{self.arch}' names no linear classifier head (head_name)")
         return head
+
+    def pooled_map(self, feat: Tensor) -> Tensor:
+        """The map the classifier's input is the global mean of, from ``map_stage``'s output
+        (read with ``preact=map_preact``); by default that output itself."""
+        return feat
 
     def forward_from(self, stage: str, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Continue the forward pass from ``stage``'s output ``x``: ``(logits, {later stage:

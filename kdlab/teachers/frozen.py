@@ -141,6 +141,13 @@ class FrozenTeacher(_Frozen):
         return getattr(self.net, "map_stage", None)
 
     @property
+    def map_preact(self) -> bool:
+        return bool(getattr(self.net, "map_preact", False))
+
+    def pooled_map(self, feat: Tensor) -> Tensor:
+        return self.net.pooled_map(feat)
+
+    @property
     def activated_stages(self) -> bool:
         return bool(getattr(self.net, "activated_stages", True))
 

@@ -85,6 +85,10 @@ class WideResNet(StagedModel):
 
     head_name = "fc"
     activated_stages = False  # stage outputs are raw sums, before the next BN and ReLU
+    # the pooled map is relu(bn1(layer3)): layer3's pre-activation output is bn1's, already
+    # computed once (running the BN again would update its statistics twice)
+    map_stage = "layer3"
+    map_preact = True
 
     has_preact = True
 
@@ -127,6 +131,9 @@ class WideResNet(StagedModel):
     def forward(self, x: Tensor) -> Tensor:
         x = self.block3(self.block2(self.block1(self.conv1(x))))
         return self.fc(F.relu(self.bn1(x)).mean(dim=(2, 3)))
+
+    def pooled_map(self, feat: Tensor) -> Tensor:
+        return F.relu(feat)
 
     def forward_from(self, stage: str, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The groups after ``stage`` (``stem``, ``layer1``, ``layer2`` or ``layer3``) on ``x``,
