@@ -36,7 +36,10 @@ published ``extra_type=s2t`` setting) and no teacher→student path, because run
 student's layers on foreign features would need BN statistics kept apart from the student's
 own. The published code also runs the frozen teacher in train mode (batch-statistic BN, with
 separate running statistics per path); kdlab's teacher is always in eval mode (its trained
-statistics). Teacher continuation needs models with ``forward_from`` (the benchmark's CIFAR
+statistics). Paths switch after kdlab's named stages (after ``layer1`` and ``layer2`` for the
+CIFAR ResNets), which need not be the published models' stage boundaries. Only the
+resnet20-resnet56 config was read for the weights; other pairs keep them until checked.
+Teacher continuation needs models with ``forward_from`` (the benchmark's CIFAR
 ResNets, WRNs and VGGs: every same-family pair). ``stages`` name the same stages in both models
 (default: the ResNets' and WRNs' ``layer1``–``layer3``; VGG pairs pass ``[block1, block2, block3,
 block4]``).
