@@ -113,6 +113,26 @@ def metric_results(best: dict, final: dict, with_teacher: bool, members: int) ->
     return res
 
 
+def training_recipe(cfg: DictConfig) -> dict[str, Any]:
+    """How the run trained, in the terms published tables state their recipes in: epochs,
+    images per step, initial lr, and the training augmentation (``crop+flip``, ``+strong``
+    with a strong view, ``+mixup``; ``none``)."""
+    data = cfg.data
+    parts = ["crop+flip"] if data.get("augment", True) else []
+    if data.get("strong_view"):
+        parts.append("strong")
+    if (data.get("mixup_alpha") or 0) > 0:
+        parts.append("mixup")
+    lr = (cfg.get("optim") or {}).get("lr")
+    return {
+        "epochs": cfg.trainer.max_epochs,
+        "batch_size": data.get("batch_size"),
+        "lr": float(lr) if lr is not None else None,
+        "augmentation": "+".join(parts) or "none",
+        "strong_augmentation": bool(data.get("strong_view")),
+    }
+
+
 def finished_record(
     cfg: DictConfig, system, trainer, best: dict, final: dict, val_acc_best: float | None
 ) -> dict[str, Any]:
@@ -125,6 +145,7 @@ def finished_record(
     res = identity(cfg, system)
     res |= {
         "epochs_trained": trainer.current_epoch,
+        "recipe": training_recipe(cfg),
         "val_acc_best": val_acc_best,
         "best_ckpt_monitor": ckpt.monitor,
         "init_seed": cfg.get("init_seed"),

@@ -15,7 +15,8 @@ METHODS = ("baseline", "logit", "feature", "ensemble3", "logit_viewcache")
 def _expected_rows() -> set[str]:
     rows = {"pipeline/dataloader", "pipeline/device", "teacher_forward"}
     rows |= {"loop/lightning", "loop/plain"}
-    rows |= {f"zoo/{m}/resnet56-resnet20" for m in ("logit", "dkd", "crd", "reviewkd", "sdd")}
+    rows |= {f"zoo/{m}/resnet56-resnet20"
+             for m in ("logit", "dkd", "crd", "reviewkd", "sdd", "mlkd", "fcfd")}  # fmt: skip
     for mode in ("eager", "compiled"):
         for m in METHODS:
             for pipe in ("dataloader", "device"):

@@ -169,3 +169,83 @@ def test_shipped_table_covers_the_benchmark():
     assert (ref.cells[("wrn_40_2", "wrn_40_1", "DIST")].top1,
             ref.cells[("wrn_40_2", "wrn_40_1", "DIST")].std) == (74.43, 0.24)  # fmt: skip
     assert ref.cells[("wrn_40_2", "wrn_40_1", "FSP")].top1 is None  # published N/A
+
+
+def _recipe(epochs=240, batch=64, lr=0.05, strong=False):
+    return {"epochs": epochs, "batch_size": batch, "lr": lr,
+            "augmentation": "crop+flip+strong" if strong else "crop+flip",
+            "strong_augmentation": strong}  # fmt: skip
+
+
+def test_a_differing_recipe_is_flagged_and_a_matching_one_is_not(tmp_path):
+    """MLKD's published resnet50 → mobilenetv2 number trained 480 epochs with strong views at
+    lr 0.0025; a 240-epoch crop+flip run beside it is flagged, KD with the benchmark recipe is
+    not."""
+    for s in (0, 1):
+        write_run(tmp_path, f"mlkd/{s}", teacher="r50", student="mobilenetv2", method="mlkd",
+                  seed=s, test_acc_best=70.0, teacher_test_acc=79.3,
+                  recipe=_recipe(lr=0.01))  # fmt: skip
+        write_run(tmp_path, f"kd/{s}", teacher="resnet32x4", student="resnet8x4",
+                  method="logit", seed=s, test_acc_best=73.0, teacher_test_acc=79.2,
+                  recipe=_recipe())  # fmt: skip
+    groups = group_runs(collect_runs([tmp_path]))
+    rows, _ = compare(groups, load_reference("cifar100"))
+    flags = {r.label: r.recipe_flag() for r in rows if r.kind == "distill"}
+    assert flags["r50 → mobilenetv2"] == (
+        "published with 480 epochs and lr 0.0025 and strong augmentation; "
+        "this run: 240 epochs, lr 0.01, crop+flip"
+    )
+    assert flags["resnet32x4 → resnet8x4"] is None
+    console = Console(record=True, width=300)
+    out = make_report([tmp_path], tmp_path / "rep", figures=False, reference="cifar100",
+                      console=console)  # fmt: skip
+    assert "recipe differs: r50 → mobilenetv2 MLKD: published with 480 epochs" in (
+        console.export_text()
+    )
+    md = out.markdown.read_text()
+    assert "Recipes that differ from the published one" in md
+    assert "- r50 → mobilenetv2 MLKD: published with 480 epochs" in md
+    assert "resnet32x4 → resnet8x4 KD (logit): published" not in md
+
+
+def test_runs_that_disagree_on_a_setting_show_every_value():
+    from kdlab.report.reference import Recipe
+
+    published, here = Recipe(epochs=240, strong_aug=True).differences(
+        {"epochs": [240, 480], "strong_augmentation": True, "augmentation": "crop+flip+strong"}
+    )
+    assert (published, here) == (["240 epochs"], ["240/480 epochs"])
+    assert Recipe().differences(_recipe()) == ([], [])  # the source states nothing: no flag
+
+
+def test_every_published_number_says_how_it_was_obtained():
+    ref = load_reference("cifar100")
+    numbered = [c for c in ref.cells.values() if c.top1 is not None]
+    assert all(c.recipe.selection for c in numbered)
+    assert all(c.recipe.strong_aug is not None for c in numbered)
+    mlkd = ref.cells[("resnet32x4", "shufflev2", "MLKD")]
+    assert (mlkd.top1, mlkd.recipe.epochs, mlkd.recipe.strong_aug) == (78.44, 480, True)
+    assert ref.cells[("resnet32x4", "resnet8x4", "MLKD")].recipe.epochs == 240
+    assert ref.cells[("resnet56", "resnet20", "CTKD")].top1 == 71.19
+    assert ref.cells[("resnet32x4", "shufflev2", "KD+DOT")].top1 == 75.55
+    # mdistiller's README calls the resnet32x4 → ShuffleNet-V2 column "MobileNet-V2"
+    assert ("resnet32x4", "mobilenetv2", "DKD") not in ref.cells
+    for method in ("MLKD", "CTKD", "NKD", "WTTM", "SD-DKD", "KD+DOT", "CAT-KD", "FCFD"):
+        assert any(k[2] == method for k in ref.cells), method
+    unchecked = [c for c in numbered if "to be checked" in c.note]
+    assert unchecked and all(c.source for c in unchecked)
+
+
+def test_a_run_records_the_recipe_the_report_compares():
+    from omegaconf import OmegaConf
+
+    from kdlab.results import training_recipe
+
+    cfg = OmegaConf.create({"trainer": {"max_epochs": 240}, "optim": {"lr": 0.05},
+                            "data": {"batch_size": 64, "augment": True, "strong_view": True,
+                                     "mixup_alpha": 0.0}})  # fmt: skip
+    assert training_recipe(cfg) == {"epochs": 240, "batch_size": 64, "lr": 0.05,
+                                    "augmentation": "crop+flip+strong",
+                                    "strong_augmentation": True}  # fmt: skip
+    cfg.data.strong_view, cfg.data.augment = False, False
+    assert training_recipe(cfg)["augmentation"] == "none"

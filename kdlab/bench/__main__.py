@@ -9,9 +9,11 @@ Rows (each: median images/s, min–max over ``--repeats`` windows of ``--steps``
   backward + clipping + optimiser) for baseline, logit KD, feature KD, a 3-teacher ensemble
   and logit KD served by the view cache (device pipeline only);
 - ``teacher_forward``: the folded teacher alone under inference mode (view-cache economics);
-- ``zoo/<method>/<teacher>-<student>``: full steps of KD, DKD, CRD, ReviewKD and SDD over DKD
-  (SD-DKD) on a pair of the CIFAR-100 benchmark (resnet32x4 → resnet8x4; ``--quick``: resnet56 → resnet20), batch 64,
-  device pipeline, with the published settings of ``conf/distill``;
+- ``zoo/<method>/<teacher>-<student>``: full steps of KD, DKD, CRD, ReviewKD, SDD over DKD
+  (SD-DKD), MLKD (with its strong views: two forward passes of each network) and FCFD (with its
+  teacher paths) on a pair of the CIFAR-100 benchmark (resnet32x4 → resnet8x4; ``--quick``:
+  resnet56 → resnet20), batch 64, device pipeline, with the published settings of
+  ``conf/distill``;
 - ``loop/<lightning|plain>``: the same logit-KD step in ``Trainer.fit`` and in a hand loop.
 
 ``--pairs all`` runs the small-student rows of the benchmark's pairs instead (every method in
@@ -133,7 +135,9 @@ def run(a: argparse.Namespace) -> dict:
     for method in S.ZOO_METHODS:  # the benchmark pair at the benchmark's batch of 64
         system = S.build_zoo_system(method, a.size, n)
         step = S.make_step(system, S.prepare(system, device), device, amp)
-        it = S.endless(S.make_loader("device", images, zoo_labels, 64, device, a.workers))
+        strong = system.criterion.needs_strong_view
+        loader = S.make_loader("device", images, zoo_labels, 64, device, a.workers, strong)
+        it = S.endless(loader)
         res = S.time_it(lambda: step(next(it)), 64, device, *timing)  # noqa: B023
         t_arch, s_arch = S.ZOO_PAIRS[a.size]
         add(f"zoo/{method}/{t_arch}-{s_arch}", res, kind="zoo", method=method,

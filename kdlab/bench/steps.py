@@ -23,7 +23,7 @@ from kdlab import CONF_DIR
 from kdlab.data.batch import Batch, collate
 from kdlab.data.cifar import ArrayDataset
 from kdlab.data.device import DeviceLoader
-from kdlab.data.transforms import NORMALIZATION, build_transform
+from kdlab.data.transforms import NORMALIZATION, build_strong_transform, build_transform
 from kdlab.distill.feature import FeatureKD
 from kdlab.distill.logit import LogitKD
 from kdlab.models.cnn import small_cnn
@@ -82,7 +82,7 @@ ZOO_PAIRS = {  # (teacher, student) of the CIFAR-100 benchmark timed by the zoo 
     "full": ("resnet32x4", "resnet8x4"),
     "quick": ("resnet56", "resnet20"),
 }
-ZOO_METHODS = ("logit", "dkd", "crd", "reviewkd", "sdd")
+ZOO_METHODS = ("logit", "dkd", "crd", "reviewkd", "sdd", "mlkd", "fcfd")
 ZOO_BASES = {"sdd": "dkd"}  # modifiers and the logit loss they wrap (conf/distill_base): SD-DKD
 
 
@@ -127,14 +127,17 @@ def build_pair_system(
 
 def make_loader(
     pipeline: str, images: torch.Tensor, labels: torch.Tensor, batch: int, device, workers: int,
+    strong_view: bool = False,
 ):  # fmt: skip
-    """The training loader of ``pipeline`` over uint8 N×32×32×3 ``images`` (augmenting)."""
+    """The training loader of ``pipeline`` over uint8 N×32×32×3 ``images`` (augmenting; with
+    ``strong_view`` each batch also carries a strong view, as for MLKD)."""
     if pipeline == "device":
         return DeviceLoader(
             images, labels, batch, MEAN, STD, augment=True, shuffle=True, seed=0,
-            drop_last=True, device=device,
+            drop_last=True, device=device, strong_view=strong_view,
         )  # fmt: skip
-    ds = ArrayDataset(images.numpy(), labels.numpy(), build_transform(MEAN, STD, True))
+    strong = build_strong_transform(MEAN, STD) if strong_view else None
+    ds = ArrayDataset(images.numpy(), labels.numpy(), build_transform(MEAN, STD, True), strong)
     return DataLoader(
         ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
         pin_memory=device.type == "cuda", persistent_workers=workers > 0, collate_fn=collate,
@@ -166,7 +169,10 @@ def make_step(system, optimizer, device: torch.device, amp: bool) -> Callable:
         b = to_device(batch, device)
         x = b.x.contiguous(memory_format=system.input_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            _, terms = system.compute_losses(x, b.y, b.index, b.view)
+            xs = b.x_strong
+            if xs is not None:
+                xs = xs.contiguous(memory_format=system.input_format)
+            _, terms = system.compute_losses(x, b.y, b.index, b.view, xs)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(system.clip_parameters(), 1.0)

@@ -24,7 +24,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from kdlab.data.augment import SeededMixUp
 from kdlab.data.batch import Batch, collate
 from kdlab.data.layout import LAYOUTS, VERIFY, DataError, get_layout, load_split, missing_files
-from kdlab.data.transforms import build_transform, mean_std
+from kdlab.data.transforms import build_strong_transform, build_transform, mean_std
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +48,23 @@ class ArrayDataset(Dataset):
     """uint8 images (N×32×32×3) + labels, transformed per sample (CHW uint8 → float).
 
     Samples are ``(image, label, row)``; ``kdlab.data.batch.collate`` turns them into a
-    ``Batch`` whose ``index`` lets a teacher cache or a memory bank find each row.
+    ``Batch`` whose ``index`` lets a teacher cache or a memory bank find each row. With a
+    ``strong`` transform each sample also carries its strong view, drawn independently.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, strong=None) -> None:
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2)  # view, no copy
         self.labels = torch.from_numpy(labels)
-        self.transform = transform
+        self.transform, self.strong = transform, strong
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        return self.transform(self.images[i]), self.labels[i], i
+        image = self.images[i]
+        if self.strong is not None:
+            return self.transform(image), self.labels[i], i, self.strong(image)
+        return self.transform(image), self.labels[i], i
 
 
 class CIFARDataModule(L.LightningDataModule):
@@ -83,6 +87,7 @@ class CIFARDataModule(L.LightningDataModule):
         augment: bool = True,
         pipeline: str = "dataloader",
         mixup_alpha: float = 0.0,
+        strong_view: bool = False,
         verify: str = "md5",
     ) -> None:
         super().__init__()
@@ -101,6 +106,13 @@ class CIFARDataModule(L.LightningDataModule):
             )
         if mixup_alpha < 0:
             raise ValueError(f"data.mixup_alpha must be ≥ 0 (0 = off), got {mixup_alpha}")
+        if not isinstance(strong_view, bool):
+            raise ValueError(f"data.strong_view must be true or false, got {strong_view!r}")
+        if strong_view and (mixup_alpha > 0 or not augment):
+            raise ValueError(
+                "data.strong_view=true adds a strong view to augmented training batches: it "
+                "needs data.augment=true and no MixUp (data.mixup_alpha=0)"
+            )
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError("data.batch_size and data.eval_batch_size must be ≥ 1")
         if verify not in VERIFY:
@@ -117,6 +129,7 @@ class CIFARDataModule(L.LightningDataModule):
             num_workers,
         )
         self.augment, self.pipeline, self.mixup_alpha = augment, pipeline, mixup_alpha
+        self.strong_view = strong_view  # training batches also carry Batch.x_strong
         self.mean, self.std = mean_std(name, normalize)
         self.splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.padding = 4  # RandomCrop(32, padding=4): the crop/flip views a view cache enumerates
@@ -250,6 +263,7 @@ class CIFARDataModule(L.LightningDataModule):
             self.setup("test" if split == "test" else "fit")
         images, labels = self.splits[split]
         augment = train and self.augment
+        strong = train and self.strong_view
         bs = self.batch_size if train else self.eval_batch_size
         if self.pipeline == "device":
             from kdlab.data.device import DeviceLoader
@@ -259,10 +273,12 @@ class CIFARDataModule(L.LightningDataModule):
                 images, labels, bs, self.mean, self.std, augment=augment, shuffle=train,
                 seed=self.seed, drop_last=False, device=self._device(), rank=rank,
                 world_size=world, num_classes=self.num_classes, padding=self.padding,
+                strong_view=strong,
             )  # fmt: skip
         transform = build_transform(self.mean, self.std, augment, self.padding)
+        strong_tf = build_strong_transform(self.mean, self.std, self.padding) if strong else None
         return DataLoader(
-            ArrayDataset(images, labels, transform), batch_size=bs, shuffle=train,
+            ArrayDataset(images, labels, transform, strong_tf), batch_size=bs, shuffle=train,
             num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
             persistent_workers=False, drop_last=False, collate_fn=collate,
             worker_init_fn=functools.partial(quiet_worker, rank=self._rank_world()[0]),

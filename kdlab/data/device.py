@@ -10,7 +10,9 @@ Randomness and epochs
     Every epoch's order is ``torch.randperm`` from a CPU generator seeded from ``(seed, epoch)``
     (so the order is the same on CPU and GPU and a resumed run replays it exactly); the views
     (crop offsets, flips) come from a generator on the device seeded from
-    ``(seed, epoch, rank)``; MixUp draws from a CPU generator seeded the same way.
+    ``(seed, epoch, rank)``; MixUp draws from a CPU generator seeded the same way; the strong
+    views (``strong_view=True``: their own crop/flip, RandAugment, Cutout, ``kdlab.data.strong``)
+    from a device generator seeded from ``(seed, epoch, rank)`` on a stream of their own.
     Each ``__iter__`` uses the *next* epoch: the one given to ``set_epoch`` if it was called
     since the last pass, otherwise the previous pass's epoch + 1 (starting at 0). So plain
     ``for`` loops get a fresh shuffle every pass, and an explicit ``set_epoch`` always wins.
@@ -37,9 +39,11 @@ from torch import Tensor
 
 from kdlab.data.augment import SeededMixUp, crop_flip_views, derive_seed, normalize, sample_views
 from kdlab.data.batch import Batch
+from kdlab.data.strong import StrongViews, render_strong, sample_strong
 
-# stream ids keep the shuffle and view generators independent for the same (seed, epoch)
-_SHUFFLE, _VIEWS = 0, 1
+# stream ids keep the shuffle and view generators independent for the same (seed, epoch);
+# 2 is MixUp's (kdlab.data.augment.MIXUP_STREAM)
+_SHUFFLE, _VIEWS, _STRONG = 0, 1, 3
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class EpochPlan:
     dy: Tensor | None = None  # int64 [n] crop row offsets in [0, 2·padding]
     dx: Tensor | None = None  # int64 [n] crop column offsets
     flip: Tensor | None = None  # bool [n]
+    strong: StrongViews | None = None  # the strong view of each position (strong_view=True)
 
 
 class _EpochHook:
@@ -100,6 +105,7 @@ class DeviceLoader:
         mixup_alpha: float = 0.0,
         num_classes: int | None = None,
         padding: int = 4,
+        strong_view: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -109,6 +115,10 @@ class DeviceLoader:
             raise ValueError(f"mixup_alpha must be ≥ 0 (0 = off), got {mixup_alpha}")
         if mixup_alpha > 0 and num_classes is None:
             raise ValueError("mixup_alpha > 0 needs num_classes to build soft targets")
+        if strong_view and not augment:
+            raise ValueError("strong_view=True needs augment=True (a training loader)")
+        if strong_view and mixup_alpha > 0:
+            raise ValueError("strong_view=True and MixUp do not combine (which view is mixed?)")
         self.device = torch.device(device)
         self.images = _to_nchw_uint8(images).to(self.device)
         labels = labels if isinstance(labels, Tensor) else torch.as_tensor(np.asarray(labels))
@@ -125,6 +135,7 @@ class DeviceLoader:
         self.augment, self.shuffle, self.drop_last = augment, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.mixup_alpha, self.num_classes, self.padding = mixup_alpha, num_classes, padding
+        self.strong_view = bool(strong_view)
         self._mixup = SeededMixUp(mixup_alpha, num_classes, seed, rank) if mixup_alpha > 0 else None
         self._next_epoch = 0
         self.epoch = 0  # the epoch of the pass in progress (or last started)
@@ -170,7 +181,11 @@ class DeviceLoader:
             return EpochPlan(indices)
         g = self._generator(self.device, _VIEWS, epoch, self.rank)
         dy, dx, flip = sample_views(len(indices), self.padding, g, self.device)
-        return EpochPlan(indices, dy, dx, flip)
+        strong = None
+        if self.strong_view:
+            gs = self._generator(self.device, _STRONG, epoch, self.rank)
+            strong = sample_strong(len(indices), self.padding, gs, self.device)
+        return EpochPlan(indices, dy, dx, flip, strong)
 
     def __iter__(self) -> Iterator[Batch]:
         self.epoch = self._next_epoch
@@ -183,7 +198,10 @@ class DeviceLoader:
             sl = slice(i * b, (i + 1) * b)
             idx = plan.indices[sl]
             x = self.images[idx]
-            view = None
+            view = strong = None
+            if plan.strong is not None:
+                strong = render_strong(x, plan.strong.select(sl), self.padding)
+                strong = normalize(strong, self._mean_t, self._std_t)
             if plan.dy is not None:
                 x = crop_flip_views(x, plan.dy[sl], plan.dx[sl], plan.flip[sl], self.padding)
                 view = (plan.dy[sl] * side + plan.dx[sl]) * 2 + plan.flip[sl].long()
@@ -191,4 +209,4 @@ class DeviceLoader:
             y = self.labels[idx]
             if self._mixup is not None:
                 x, y = self._mixup(x, y)
-            yield Batch(x, y, idx, view)
+            yield Batch(x, y, idx, view, strong)

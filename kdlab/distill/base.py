@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any, ClassVar
 
@@ -196,6 +197,13 @@ class KDLoss(nn.Module):
       drive. The system takes it out before logging; an optimiser that treats the task and the
       distillation gradients apart (``kdlab.optim.dot``) steps on ``task`` and
       ``loss − task``. No ``task`` means the whole loss is distillation.
+    - ``needs_strong_view``: the loss also reads a strong view of every training image; the
+      system then passes ``strong=StrongLogits(student, teacher)`` (both networks' logits on
+      ``Batch.x_strong``; ``data.strong_view`` follows this flag by default).
+    - ``needs_networks``: the loss runs parts of the networks itself (a teacher's later stages
+      on student features, the classifiers' weights); the system passes
+      ``networks=Networks(student, teacher)``. The teacher stays frozen: a loss may run it
+      (gradients reach its inputs), never train it.
     - ``method_params()`` returns every constructor argument as used: store each argument
       under its own name (validated), and results.json, run tags, sweep folders and the report
       all follow. ``short_names`` gives the letters used in run tags (``{"alpha": "a"}``).
@@ -205,6 +213,8 @@ class KDLoss(nn.Module):
     stage_pairs: tuple[tuple[str, str], ...] = ()
     student_preact: bool = False
     teacher_preact: bool = False
+    needs_strong_view: bool = False
+    needs_networks: bool = False
     epoch: int = 0
 
     @property
@@ -218,6 +228,12 @@ class KDLoss(nn.Module):
     @property
     def uses_features(self) -> bool:
         return bool(self.stage_pairs)
+
+    def extra_inputs(self) -> frozenset[str]:
+        """The keyword inputs ``forward`` takes beyond the common ones (``strong``,
+        ``networks``), as declared by the flags above."""
+        names = {"strong": self.needs_strong_view, "networks": self.needs_networks}
+        return frozenset(n for n, wanted in names.items() if wanted)
 
     def bind(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """Build parameters that depend on the models (called once, before the optimiser)."""
@@ -253,6 +269,23 @@ class KDLoss(nn.Module):
         index: Tensor | None = None,
     ) -> dict[str, Tensor]:
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class StrongLogits:
+    """Both networks' logits on the strong view of the batch (``Batch.x_strong``)."""
+
+    student: Tensor
+    teacher: Tensor
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The student being trained and the frozen teacher, for losses that run parts of them
+    (``forward_from``, ``classifier_head``); never stored by a loss."""
+
+    student: nn.Module
+    teacher: nn.Module
 
 
 class CrossEntropy(KDLoss):

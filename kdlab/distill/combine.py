@@ -45,8 +45,13 @@ class Combined(KDLoss):
             raise ValueError(f"terms {bad} are not kdlab losses (KDLoss subclasses)")
         self.terms = nn.ModuleDict(terms)
         self.weights = {n: validate_weight(f"weights.{n}", w) for n, w in weights.items()}
-        features = [t for t in terms.values() if t.uses_features or t.student_preact
-                    or t.teacher_preact]  # fmt: skip
+        self._set_sides(terms.values())
+        self._set_extras()
+
+    def _set_sides(self, terms) -> None:
+        """Pre-activation features per side: the feature terms must agree (checked when built
+        and again once ``bind`` has told each term its stages, which may set its flags)."""
+        features = [t for t in terms if t.uses_features or t.student_preact or t.teacher_preact]
         for side in ("student_preact", "teacher_preact"):
             kinds = {getattr(t, side) for t in features}
             if len(kinds) > 1:
@@ -56,6 +61,12 @@ class Combined(KDLoss):
                 )
             setattr(self, side, kinds.pop() if kinds else False)
 
+    def _set_extras(self) -> None:
+        """The combination needs a strong view / the networks when an active term does."""
+        active = self._active().values()
+        self.needs_strong_view = any(t.needs_strong_view for t in active)
+        self.needs_networks = any(t.needs_networks for t in active)
+
     def _active(self) -> dict[str, KDLoss]:
         return {n: t for n, t in self.terms.items() if self.weights[n] > 0}
 
@@ -64,6 +75,8 @@ class Combined(KDLoss):
             term.bind(student, teacher)
         pairs = [p for t in self._active().values() for p in t.stage_pairs]
         self.stage_pairs = tuple(dict.fromkeys(pairs))
+        self._set_sides(self._active().values())
+        self._set_extras()
 
     def bind_data(self, labels: Tensor) -> None:
         for term in self.terms.values():
@@ -82,11 +95,13 @@ class Combined(KDLoss):
         s_feats: dict[str, Tensor] | None = None,
         t_feats: dict[str, Tensor] | None = None,
         index: Tensor | None = None,
+        **extra,
     ) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         total = task = None
         for name, term in self._active().items():
-            parts = term(s_logits, t_logits, targets, s_feats, t_feats, index=index)
+            own = {k: v for k, v in extra.items() if k in term.extra_inputs()}
+            parts = term(s_logits, t_logits, targets, s_feats, t_feats, index=index, **own)
             weighted = parts["loss"] * self.weights[name]
             total = weighted if total is None else total + weighted
             if TASK in parts:

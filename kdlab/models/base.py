@@ -25,10 +25,40 @@ class StagedModel(nn.Module):
     num_classes: int
     stage_names: tuple[str, ...] = ()
     input_size: int = 32
+    # the linear classifier on the pooled vector (a submodule path), and the stage whose global
+    # mean is that vector (None: the pooled map is not a stage, e.g. a BN + ReLU follows)
+    head_name: str | None = None
+    map_stage: str | None = None
+    map_preact: bool = False  # read map_stage with preact=True (see pooled_map)
+    # whether stage outputs are post-ReLU (non-negative): a bridge into them ends in a ReLU-like
+    # activation; pre-activation networks (WRN) output raw sums
+    activated_stages: bool = True
 
     def forward_stages(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Return ``(logits, {stage_name: activation})`` for every stage in ``stage_names``."""
         raise NotImplementedError
+
+    def classifier_head(self) -> nn.Linear:
+        """The linear layer mapping the pooled vector to logits (class activation maps use its
+        weights on ``map_stage``)."""
+        head = self.get_submodule(self.head_name) if self.head_name else None
+        if not isinstance(head, nn.Linear):
+            raise ValueError(f"model '{self.arch}' names no linear classifier head (head_name)")
+        return head
+
+    def pooled_map(self, feat: Tensor) -> Tensor:
+        """The map the classifier's input is the global mean of, from ``map_stage``'s output
+        (read with ``preact=map_preact``); by default that output itself."""
+        return feat
+
+    def forward_from(self, stage: str, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Continue the forward pass from ``stage``'s output ``x``: ``(logits, {later stage:
+        activation})``. Lets another network's features run through this one's later stages."""
+        raise ValueError(
+            f"model '{self.arch}' cannot continue its forward pass from a stage (forward_from); "
+            "models that can: the benchmark's CIFAR ResNets (resnet8 … resnet110, resnet8x4/32x4), "
+            "WRNs and VGGs"
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_stages(x)[0]

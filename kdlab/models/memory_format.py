@@ -80,12 +80,16 @@ def choose_channels_last(
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             probe = copy.deepcopy(net).to(device).train() if train else net.to(device)
             x = torch.randn(batch, 3, size, size, device=device)
+            # formats change outside inference mode: a frozen network is probed in place, and
+            # parameters rewritten there would become inference tensors no autograd graph may
+            # use (a loss that runs the teacher's later stages on student features needs that)
             with torch.inference_mode(not train):
                 nchw = _seconds(probe, x, train, repeats)
-                probe.to(memory_format=torch.channels_last)
-                nhwc = _seconds(probe, x.contiguous(memory_format=torch.channels_last), train,
-                                repeats)  # fmt: skip
-                probe.to(memory_format=torch.contiguous_format)
+            probe.to(memory_format=torch.channels_last)
+            x_nhwc = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(not train):
+                nhwc = _seconds(probe, x_nhwc, train, repeats)
+            probe.to(memory_format=torch.contiguous_format)
     except Exception as err:  # a network the probe cannot run: keep the static rule
         log.info("channels_last=auto: could not measure %s (%s)", type(net).__name__, err)
         return resolve_channels_last("auto", device.type)

@@ -23,6 +23,8 @@ class CifarResNet(ResNet, StagedModel):
     """torchvision ResNet with a selectable stem and named stages ``layer1``–``layer4``."""
 
     stage_names = ("layer1", "layer2", "layer3", "layer4")
+    head_name = "fc"
+    map_stage = "layer4"
 
     def __init__(
         self,

@@ -13,6 +13,12 @@ Published runs train on all 50k images and report the best *test* accuracy over 
 the closest kdlab number is ``test_acc_final`` of runs with ``data.val_size=1``; ``test_acc_best``
 (kdlab's protocol: best-val weights, 45k/5k split) is shown first because it is the one kdlab
 reports everywhere else.
+
+Every row also states the recipe its number was obtained with (``epochs``, ``batch``, ``lr``,
+``strong_aug`` yes/no, and ``selection``: how the number was picked — ``best test epoch``,
+``last epoch`` or ``mean of runs``). A comparison whose kdlab runs trained differently (their
+results.json ``recipe``) is flagged, e.g. "published with 480 epochs and strong augmentation;
+this run: 240 epochs, crop+flip": a difference there is no evidence about the method.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from kdlab.report.collect import ReportError
 from kdlab.report.stats import Group, GroupKey, MeanStd, mean_std
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
-COLUMNS = ("teacher", "student", "method", "top1", "std", "source", "note")
+COLUMNS = ("teacher", "student", "method", "top1", "std", "source", "note",
+           "epochs", "batch", "lr", "strong_aug", "selection")  # fmt: skip
+SELECTIONS = ("best test epoch", "last epoch", "mean of runs")
 # kdlab method → the published table's method name
 PUBLISHED_METHODS = {
     "teacher": "Teacher",
@@ -51,8 +59,81 @@ PUBLISHED_METHODS = {
     "dkd": "DKD",
     "dist": "DIST",
     "reviewkd": "ReviewKD",
+    "mlkd": "MLKD",
+    "catkd": "CAT-KD",
+    "fcfd": "FCFD",
+    "nkd": "NKD",
+    "wttm": "WTTM",
+    "ctkd": "CTKD",
+    "sdd": "SD-DKD",
 }
 KIND_ORDER = {"teacher": 0, "baseline": 1}  # then distilled groups (2), in the table's order
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a published number was obtained (None: the source does not say)."""
+
+    epochs: int | None = None
+    batch: int | None = None
+    lr: float | None = None
+    strong_aug: bool | None = None
+    selection: str | None = None
+
+    def differences(self, run: dict) -> tuple[list[str], list[str]]:
+        """(published, this run) descriptions of the fields where ``run`` (a results.json
+        ``recipe``; values may be lists when the runs of a group differ) trained otherwise."""
+        published, here = [], []
+
+        def differs(mine, theirs) -> bool:
+            values = mine if isinstance(mine, list) else [mine]
+            return theirs is not None and any(v is not None and v != theirs for v in values)
+
+        def shown(value) -> str:
+            return (
+                "/".join(map(_fmt_value, value)) if isinstance(value, list) else _fmt_value(value)
+            )
+
+        if differs(run.get("epochs"), self.epochs):
+            published.append(f"{self.epochs} epochs")
+            here.append(f"{shown(run['epochs'])} epochs")
+        if differs(run.get("batch_size"), self.batch):
+            published.append(f"batch {self.batch}")
+            here.append(f"batch {shown(run['batch_size'])}")
+        if differs(run.get("lr"), self.lr):
+            published.append(f"lr {self.lr:g}")
+            here.append(f"lr {shown(run['lr'])}")
+        if differs(run.get("strong_augmentation"), self.strong_aug):
+            published.append("strong augmentation" if self.strong_aug else "no strong augmentation")
+            here.append(shown(run.get("augmentation", "crop+flip")))
+        return published, here
+
+
+def _fmt_value(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _recipe(row: dict) -> Recipe:
+    """A row's recipe columns (each may be empty: not stated by the source)."""
+
+    def text(name: str) -> str:
+        return (row.get(name) or "").strip()
+
+    epochs, batch = _number(text("epochs"), "epochs"), _number(text("batch"), "batch")
+    strong = text("strong_aug").lower()
+    if strong not in ("", "yes", "no"):
+        raise ValueError(f"strong_aug must be yes, no or empty, got {strong!r}")
+    selection = text("selection") or None
+    if selection is not None and selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)} or empty, got "
+                         f"{selection!r}")  # fmt: skip
+    return Recipe(
+        epochs=int(epochs) if epochs is not None else None,
+        batch=int(batch) if batch is not None else None,
+        lr=_number(text("lr"), "lr"),
+        strong_aug=None if not strong else strong == "yes",
+        selection=selection,
+    )
 
 
 @dataclass(frozen=True)
@@ -67,6 +148,7 @@ class Cell:
     source: str
     note: str
     row: int  # position in the file: tables keep the published order
+    recipe: Recipe = field(default_factory=Recipe)
 
     def published(self) -> str:
         if self.top1 is None:
@@ -130,7 +212,8 @@ def load_reference(name: str) -> Reference:
         try:
             t, s = kdlab_arch(row["teacher"]), kdlab_arch(row["student"])
             cell = Cell(t, s, row["method"], _number(row["top1"], "top1"),
-                        _number(row["std"], "std"), row["source"], row["note"], i)  # fmt: skip
+                        _number(row["std"], "std"), row["source"], row["note"], i,
+                        _recipe(row))  # fmt: skip
         except ValueError as e:
             raise ReportError(f"{path}, row {i + 1} ({dict(row)}): {e}") from e
         cells[(t, s, cell.method)] = cell
@@ -151,6 +234,14 @@ class Comparison:
     best: MeanStd
     final: MeanStd
     cell: Cell
+    recipe: dict = field(default_factory=dict)  # how kdlab's runs trained (run_recipe)
+
+    def recipe_flag(self) -> str | None:
+        """ "published with …; this run: …" where the runs trained otherwise, else None."""
+        published, here = self.cell.recipe.differences(self.recipe)
+        if not published:
+            return None
+        return f"published with {' and '.join(published)}; this run: {', '.join(here)}"
 
     @property
     def delta_best(self) -> float:
@@ -159,6 +250,19 @@ class Comparison:
     @property
     def delta_final(self) -> float:
         return self.final.mean - self.cell.top1 if self.cell.top1 is not None else math.nan
+
+
+def run_recipe(groups: Iterable[Group]) -> dict:
+    """The recipe the runs of ``groups`` trained with (results.json ``recipe``; older runs
+    only say their ``epochs``); a field the runs disagree on holds the list of its values."""
+    values: dict[str, list] = {}
+    for g in groups:
+        for run in g.runs.values():
+            recipe = run.get("recipe") or {"epochs": run.get("epochs")}
+            for k, v in recipe.items():
+                if v is not None and v not in values.setdefault(k, []):
+                    values[k].append(v)
+    return {k: v[0] if len(v) == 1 else v for k, v in values.items() if v}
 
 
 def _shown_method(method: str, published: str) -> str:
@@ -192,7 +296,8 @@ def _teacher_rows(
             best = mean_std(v for g in gs for v in g.values("teacher_test_acc").values())
             final = MeanStd(math.nan, math.nan, 0)
         n = sum(len(g.runs) for g in gs)
-        rows.append(Comparison("teacher", arch, "Teacher", config, n, best, final, cell))
+        recipe = run_recipe(gs) if arch in own else {}  # released teachers: not kdlab's recipe
+        rows.append(Comparison("teacher", arch, "Teacher", config, n, best, final, cell, recipe))
     return rows
 
 
@@ -232,7 +337,8 @@ def compare(groups: dict[GroupKey, Group], ref: Reference) -> tuple[list[Compari
             kind, label = "distill", f"{g.teacher} → {g.student}"
         rows.append(
             Comparison(kind, label, _shown_method(g.method, published or g.method), g.label,
-                       len(g.runs), g.stat("test_acc_best"), g.stat("test_acc_final"), cell)
+                       len(g.runs), g.stat("test_acc_best"), g.stat("test_acc_final"), cell,
+                       run_recipe([g]))
         )  # fmt: skip
     rows.sort(key=lambda r: (KIND_ORDER.get(r.kind, 2), r.cell.row))
     return rows, notes
@@ -265,6 +371,11 @@ def reference_markdown(groups: dict[GroupKey, Group], ref: Reference) -> str:
         out.append(fmt.markdown_table(HEADERS, table(rows)))
     else:
         out.append("No group of these runs has a published counterpart.\n")
+    flags = [f"{r.label} {r.method}: {r.recipe_flag()}" for r in rows if r.recipe_flag()]
+    if flags:
+        out.append("Recipes that differ from the published one (the difference is not only the "
+                   "method's):\n\n" + "\n".join(f"- {f}" for f in flags))  # fmt: skip
+        out.append("")
     cell_notes = sorted({f"{r.label} {r.method}: {r.cell.note}" for r in rows if r.cell.note})
     if cell_notes:
         out.append("Notes on the published cells:\n\n" + "\n".join(f"- {n}" for n in cell_notes))
@@ -284,5 +395,9 @@ def print_reference(groups: dict[GroupKey, Group], ref: Reference, console: Cons
                             HEADERS[:-1], [r[:-1] for r in table(rows)]))  # fmt: skip
     else:
         console.print(f"No group of these runs has a published counterpart in '{ref.name}'.")
+    for r in rows:
+        if r.recipe_flag():
+            console.print(f"recipe differs: {escape(r.label)} {escape(r.method)}: "
+                          f"{escape(r.recipe_flag())}")  # fmt: skip
     for n in notes:
         console.print(f"[dim]left out: {escape(n)}[/dim]")

@@ -140,12 +140,18 @@ class Classifier(L.LightningModule):
 
     # -- the pieces subclasses change ------------------------------------------------------
     def compute_losses(
-        self, x: Tensor, y: Tensor, index: Tensor | None = None, view: Tensor | None = None
+        self,
+        x: Tensor,
+        y: Tensor,
+        index: Tensor | None = None,
+        view: Tensor | None = None,
+        x_strong: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Student logits and the loss terms of one training batch.
 
         ``index`` holds the batch's training-split rows and ``view`` its crop/flip view ids;
-        the Distiller uses them for teacher caches and index-aware losses.
+        the Distiller uses them for teacher caches and index-aware losses, and ``x_strong``
+        (the strong view of the same images) for losses that read one.
         """
         logits = self.net(x)
         return logits, self.criterion(logits, None, y)
@@ -177,7 +183,10 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y = batch.x.contiguous(memory_format=self.input_format), batch.y
-        logits, terms = self.compute_losses(x, y, batch.index, batch.view)
+        strong = batch.x_strong
+        if strong is not None:
+            strong = strong.contiguous(memory_format=self.input_format)
+        logits, terms = self.compute_losses(x, y, batch.index, batch.view, strong)
         task = terms.pop(TASK, None)  # the supervised part of the loss (not a logged term)
         self.train_stats.update(terms, logits, y)  # epoch means and accuracy, on the device
         self.divergence.update(terms, self.global_step, self.current_epoch)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from kdlab.distill.base import Networks, StrongLogits
 from kdlab.metrics.cka import LinearCKA
 from kdlab.metrics.classification import PercentAccuracy
 from kdlab.metrics.fidelity import cka_stage_pairs, evaluate_fidelity
@@ -146,19 +147,42 @@ class Distiller(Classifier):
         self.criterion.set_epoch(self.current_epoch)
 
     def compute_losses(
-        self, x: Tensor, y: Tensor, index: Tensor | None = None, view: Tensor | None = None
+        self,
+        x: Tensor,
+        y: Tensor,
+        index: Tensor | None = None,
+        view: Tensor | None = None,
+        x_strong: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         crit = self.criterion
         if crit.uses_features:
             logits, s_feats = stage_outputs(self.net, x, crit.student_preact)
             t_logits, t_feats = self.teacher.predict(x, stages=True, preact=crit.teacher_preact)
-            return logits, crit(logits, t_logits, y, s_feats, t_feats, index=index)
+            extra = self.extra_inputs(x_strong)  # after the batch itself (BN statistics' order)
+            return logits, crit(logits, t_logits, y, s_feats, t_feats, index=index, **extra)
         logits = self.net(x)
         if self.teacher_cache is not None:
             t_logits = self.teacher_cache.lookup(index, view)
         else:
             t_logits = self.teacher.predict(x)
-        return logits, crit(logits, t_logits, y, index=index)
+        extra = self.extra_inputs(x_strong)
+        return logits, crit(logits, t_logits, y, index=index, **extra)
+
+    def extra_inputs(self, x_strong: Tensor | None) -> dict[str, object]:
+        """The inputs the loss declared beyond logits and stage outputs (``KDLoss.extra_inputs``):
+        both networks' logits on the strong view, or the networks themselves."""
+        wanted = self.criterion.extra_inputs()
+        extra: dict[str, object] = {}
+        if "strong" in wanted:
+            if x_strong is None:
+                raise ValueError(
+                    "this loss reads a strong view of every training image but the batch has "
+                    "none: set data.strong_view=true (the default follows the loss)"
+                )
+            extra["strong"] = StrongLogits(self.net(x_strong), self.teacher.predict(x_strong))
+        if "networks" in wanted:
+            extra["networks"] = Networks(self.net, self.teacher)
+        return extra
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [

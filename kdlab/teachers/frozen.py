@@ -144,6 +144,34 @@ class FrozenTeacher(_Frozen):
     def classify(self, pooled: Tensor) -> Tensor:
         return self.net.classify(pooled)
 
+    @property
+    def map_stage(self) -> str | None:
+        return getattr(self.net, "map_stage", None)
+
+    @property
+    def map_preact(self) -> bool:
+        return bool(getattr(self.net, "map_preact", False))
+
+    def pooled_map(self, feat: Tensor) -> Tensor:
+        return self.net.pooled_map(feat)
+
+    @property
+    def activated_stages(self) -> bool:
+        return bool(getattr(self.net, "activated_stages", True))
+
+    def classifier_head(self) -> nn.Module:
+        """The running network's classifier (frozen; BN folding leaves it as trained)."""
+        return self.net.classifier_head()
+
+    def forward_from(self, stage: str, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The teacher's layers after ``stage`` on another network's features ``x``.
+
+        Runs with autograd (unlike ``predict``): the teacher's own weights stay frozen, but a
+        loss's gradient flows back through it into ``x`` (the student features and whatever
+        bridge produced them).
+        """
+        return self.net.forward_from(stage, x)
+
     def _running(self) -> list[nn.Module]:
         return [self.net]
 

@@ -3,7 +3,8 @@
 ``${kdlab.precision:}`` picks the precision from the hardware (bf16-mixed on GPUs that support
 it, 16-mixed on older GPUs, 32-true on CPU); ``${kdlab.tag:${distill},${seed}}`` turns the
 distillation method's settings and the seed into the short tag used in run names and sweep
-folder names (``a0.5_T4_s0``).
+folder names (``a0.5_T4_s0``); ``${kdlab.strong_view:${distill}}`` is true when a loss of
+the distillation config reads a strong view of each training image (``needs_strong_view``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,21 @@ def run_tag(distill=None, seed=None) -> str:
     from kdlab.utils.method_params import config_tree, tag
 
     return tag(config_tree(distill) if distill is not None else None, seed)
+
+
+def strong_view(distill=None) -> bool:
+    """Whether any loss in the distillation config declares ``needs_strong_view`` (the data
+    option ``data.strong_view`` follows the method by default; an override still wins)."""
+    from kdlab.utils.method_params import config_tree
+
+    def needs(tree) -> bool:
+        cls, args = tree
+        nested = [v for v in args.values() if isinstance(v, tuple)]
+        nested += [t for v in args.values() if isinstance(v, dict) for t in v.values()
+                   if isinstance(t, tuple)]  # fmt: skip
+        return bool(getattr(cls, "needs_strong_view", False)) or any(map(needs, nested))
+
+    return distill is not None and needs(config_tree(distill))
 
 
 def wandb_group(name: str, mode, sweep_dir: str, output_dir: str) -> str:
@@ -76,6 +92,7 @@ def default_workers(most: int = 4) -> int:
 def register() -> None:
     OmegaConf.register_new_resolver("kdlab.precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("kdlab.tag", run_tag, replace=True)
+    OmegaConf.register_new_resolver("kdlab.strong_view", strong_view, replace=True)
     OmegaConf.register_new_resolver("kdlab.wandb_group", wandb_group, replace=True)
     OmegaConf.register_new_resolver("kdlab.wandb_id", wandb_id, replace=True)
     OmegaConf.register_new_resolver("kdlab.job_type", job_type, replace=True)

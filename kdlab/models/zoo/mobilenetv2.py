@@ -82,6 +82,8 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(StagedModel):
     """CIFAR MobileNetV2 with expansion ``expansion`` and width multiplier ``width``."""
 
+    head_name = "classifier.0"
+
     has_preact = True
 
     def __init__(

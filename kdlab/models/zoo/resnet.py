@@ -78,6 +78,8 @@ class ThinResNet(StagedModel):
     """
 
     has_preact = True
+    head_name = "fc"
+    map_stage = "layer3"
 
     def __init__(
         self,
@@ -131,6 +133,20 @@ class ThinResNet(StagedModel):
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(x.mean(dim=(2, 3)))
+
+    def forward_from(self, stage: str, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The layers after ``stage`` (``stem``, ``layer1``, ``layer2`` or ``layer3``) on ``x``,
+        a map shaped like that stage's (post-activation) output."""
+        order = ("stem", "layer1", "layer2", "layer3")
+        if stage not in order:
+            raise ValueError(f"forward_from: stage {stage!r} is not one of {list(order)}")
+        feats: dict[str, Tensor] = {}
+        for name in order[order.index(stage) + 1 :]:
+            x = getattr(self, name)(x)
+            feats[name] = x
+        pooled = x.mean(dim=(2, 3))
+        feats["pool"] = pooled
+        return self.fc(pooled), feats
 
 
 _THIN = (16, 16, 32, 64)

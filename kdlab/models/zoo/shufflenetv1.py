@@ -76,6 +76,9 @@ class ShuffleUnit(nn.Module):
 class ShuffleNetV1(StagedModel):
     """CIFAR ShuffleNetV1 with the published benchmark's module names (see module doc)."""
 
+    head_name = "linear"
+    map_stage = "layer3"
+
     has_preact = True
 
     def __init__(

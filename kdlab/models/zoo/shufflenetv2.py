@@ -94,6 +94,8 @@ class DownUnit(nn.Module):
 class ShuffleNetV2(StagedModel):
     """CIFAR ShuffleNetV2 with the published benchmark's module names (see module doc)."""
 
+    head_name = "linear"
+
     has_preact = True
 
     def __init__(

@@ -56,6 +56,9 @@ def _conv_block(in_ch: int, widths: tuple[int, ...]) -> nn.Sequential:
 class VGG(StagedModel):
     """CIFAR VGG with BatchNorm, depth 8/11/13/16/19 (see the module doc for the names)."""
 
+    head_name = "classifier"
+    map_stage = "block4"
+
     has_preact = True
 
     def __init__(self, depth: int, num_classes: int = 100, arch: str = "vgg") -> None:
@@ -111,6 +114,24 @@ class VGG(StagedModel):
             x = F.max_pool2d(x, 2, 2)
         x = F.relu(self.block4(x))
         return self.classifier(x.mean(dim=(2, 3)))
+
+    def forward_from(self, stage: str, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The blocks after ``stage`` (``stem``, ``block1`` … ``block3``) on ``x``, a map shaped
+        like that stage's (post-activation) output."""
+        order = ("stem", "block1", "block2", "block3")
+        if stage not in order:
+            raise ValueError(f"forward_from: stage {stage!r} is not one of {list(order)}")
+        k = order.index(stage)
+        pool_after_block3 = x.shape[2] * 2**k == 64  # the input side, as in forward_stages
+        feats: dict[str, Tensor] = {}
+        for i in range(k + 1, 5):
+            if i < 4 or pool_after_block3:
+                x = F.max_pool2d(x, 2, 2)
+            x = F.relu(getattr(self, f"block{i}")(x))
+            feats[f"block{i}"] = x
+        pooled = x.mean(dim=(2, 3))
+        feats["pool"] = pooled
+        return self.classifier(pooled), feats
 
 
 def vgg8(num_classes: int = 100) -> VGG:

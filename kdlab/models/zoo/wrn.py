@@ -83,6 +83,13 @@ class WideGroup(nn.Module):
 class WideResNet(StagedModel):
     """WRN-``depth``-``widen`` with the published benchmark's module names (see module doc)."""
 
+    head_name = "fc"
+    activated_stages = False  # stage outputs are raw sums, before the next BN and ReLU
+    # the pooled map is relu(bn1(layer3)): layer3's pre-activation output is bn1's, already
+    # computed once (running the BN again would update its statistics twice)
+    map_stage = "layer3"
+    map_preact = True
+
     has_preact = True
 
     def __init__(self, depth: int, widen: int, num_classes: int = 100, arch: str = "wrn") -> None:
@@ -130,6 +137,23 @@ class WideResNet(StagedModel):
     def forward(self, x: Tensor) -> Tensor:
         x = self.block3(self.block2(self.block1(self.conv1(x))))
         return self.fc(F.relu(self.bn1(x)).mean(dim=(2, 3)))
+
+    def pooled_map(self, feat: Tensor) -> Tensor:
+        return F.relu(feat)
+
+    def forward_from(self, stage: str, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The groups after ``stage`` (``stem``, ``layer1``, ``layer2`` or ``layer3``) on ``x``,
+        a map shaped like that stage's raw (pre-BN) output."""
+        order = ("stem", "layer1", "layer2", "layer3")
+        if stage not in order:
+            raise ValueError(f"forward_from: stage {stage!r} is not one of {list(order)}")
+        feats: dict[str, Tensor] = {}
+        for i in range(order.index(stage) + 1, 4):
+            x = getattr(self, f"block{i}")(x)
+            feats[f"layer{i}"] = x
+        pooled = F.relu(self.bn1(x)).mean(dim=(2, 3))
+        feats["pool"] = pooled
+        return self.fc(pooled), feats
 
 
 def wrn_16_1(num_classes: int = 100) -> WideResNet:
