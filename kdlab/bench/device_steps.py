@@ -111,6 +111,9 @@ def run_step(name: str, step_json: Path, work: Path, smoke: bool, data_root: str
     elif name == "pairs_fp32":
         rows = P.pair_rows(list(P.PAIRS), P.METHODS, ["fp32"], ["eager"],
                            teacher_batches=size["teacher_batches"], **kwargs)  # fmt: skip
+    elif name == "recent_bf16":
+        rows = P.pair_rows(["resnet56-resnet20"], P.RECENT, ["bf16"], ["eager"],
+                           teacher_batches=(), **kwargs)  # fmt: skip
     elif name == "deterministic_cost":
         P.use_deterministic_algorithms()
         rows = P.pair_rows(list(P.PAIRS), P.METHODS, ["bf16"], ["eager"], teacher_batches=(),

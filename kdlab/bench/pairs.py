@@ -37,6 +37,7 @@ from kdlab.bench import steps as S
 PAIRS = {"resnet56-resnet20": ("resnet56", "resnet20"),
          "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4")}  # fmt: skip
 METHODS = ("baseline", "logit_viewcache", "dkd", "crd", "reviewkd")
+RECENT = ("sdd", "mlkd", "fcfd")  # methods since 2022: SD-DKD, MLKD (strong views), FCFD
 COMPILED = ("baseline", "logit_viewcache", "dkd")  # their student's whole forward is compiled
 PRECISIONS = {"bf16": torch.bfloat16, "fp32": None}
 BATCH = 64  # the benchmark recipe's batch
@@ -86,7 +87,9 @@ def step_row(
         opt = S.prepare(system, device)
         amp = PRECISIONS[precision] is not None
         step = S.make_step(system, opt, device, amp)
-        it = S.endless(S.make_loader("device", images, labels, batch, device, 0))
+        strong = bool(getattr(system.criterion, "needs_strong_view", False))
+        it = S.endless(S.make_loader("device", images, labels, batch, device, 0,
+                                     strong_view=strong))  # fmt: skip
         res = S.time_it(lambda: step(next(it)), batch, device, *timing)
         return res | {"prepared": system.prepared}
 
