@@ -87,7 +87,7 @@ def test_one_training_step_from_the_config(teachers, overrides, teacher_arch, st
     name = next(k for k in loss.terms if k != "ce")
     own = list(loss.terms[name].parameters())
     assert bool(own) == ("distill=ctkd" in overrides)
-    opt = system.configure_optimizers()
+    opt = system.configure_optimizers()["optimizer"]
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert all(id(p) in in_opt for p in own)
     system.train()

@@ -90,7 +90,7 @@ def test_the_system_hands_dot_the_distillation_gradient_and_backpropagates_the_t
                     {"ce": 1.0, "dkd": 1.0})  # fmt: skip
     factory = functools.partial(DOT, lr=0.05, momentum=0.9, delta=0.075, weight_decay=0.0)
     system = Distiller(build("resnet8", 100), FrozenTeacher(build("resnet14", 100)), loss, factory)
-    opt = system.configure_optimizers()
+    opt = system.configure_optimizers()["optimizer"]
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     _, terms = system.compute_losses(x, y)
     task = terms.pop("task")

@@ -143,3 +143,19 @@ def test_best_config_is_chosen_on_val_even_when_its_test_is_lower(tmp_path):
     chosen = best[("cifar10", "r34", "r18", "logit")]
     assert chosen.alpha == 0.3
     assert chosen.stat("test_acc_best").mean == pytest.approx(94.0)
+
+
+def test_a_dot_run_is_its_own_method_beside_the_same_method_with_sgd(tmp_path):
+    from kdlab.report.reference import PUBLISHED_METHODS
+
+    common = {"teacher": "resnet32x4", "student": "resnet8x4", "method": "logit",
+              "method_params": {"alpha": 0.9, "temperature": 4}, "val_acc_best": 70.0}  # fmt: skip
+    sgd = {"name": "torch.optim.sgd.SGD", "lr": 0.05}
+    dot = {"name": "kdlab.optim.dot.DOT", "lr": 0.05, "delta": 0.075}
+    write_run(tmp_path, "sgd", seed=0, test_acc_best=73.0, optimizer=sgd, **common)
+    write_run(tmp_path, "dot", seed=0, test_acc_best=74.0, optimizer=dot, **common)
+    write_run(tmp_path, "old", seed=1, test_acc_best=72.0, **common)  # before optimizers were recorded
+    groups = group_runs(collect_runs([tmp_path]))
+    by_method = {g.method: sorted(g.runs) for g in groups.values()}
+    assert by_method == {"logit": [0, 1], "logit+dot": [0]}
+    assert PUBLISHED_METHODS["logit+dot"] == "KD+DOT"  # compared with the published KD+DOT row

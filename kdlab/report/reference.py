@@ -66,6 +66,7 @@ PUBLISHED_METHODS = {
     "wttm": "WTTM",
     "ctkd": "CTKD",
     "sdd": "SD-DKD",
+    "logit+dot": "KD+DOT",
 }
 KIND_ORDER = {"teacher": 0, "baseline": 1}  # then distilled groups (2), in the table's order
 

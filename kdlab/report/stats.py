@@ -50,11 +50,25 @@ def run_params(run: Run) -> dict:
     return {k: run.get(k) for k in FLAT_PARAMS if run.get(k) is not None}
 
 
+# Optimisers that change what a method does (they treat its gradients apart), named in the
+# method like the published tables do ("KD+DOT"); every other optimiser is part of the recipe.
+METHOD_OPTIMIZERS = {"DOT": "dot"}
+
+
+def run_method(run: Run) -> str | None:
+    """The run's method, ``<method>+dot`` when it trained with the DOT optimiser."""
+    method = run.get("method")
+    opt = run.get("optimizer")
+    name = str(opt.get("name", "")).rsplit(".", 1)[-1] if isinstance(opt, dict) else ""
+    suffix = METHOD_OPTIMIZERS.get(name)
+    return f"{method}+{suffix}" if suffix and method else method
+
+
 def group_key(run: Run) -> GroupKey:
     """(dataset, teacher, student, method, settings as canonical JSON): runs differing in any
     method setting never share a group; the dataset is part of every key."""
     params = json.dumps(_norm(run_params(run)), sort_keys=True)
-    return (run.get("dataset"), run.get("teacher"), run.get("student"), run.get("method"), params)
+    return (run.get("dataset"), run.get("teacher"), run.get("student"), run_method(run), params)
 
 
 def sort_value(v) -> tuple:
