@@ -88,6 +88,8 @@ def run_train(args: list[str], cwd: Path, check: bool = True) -> subprocess.Comp
         WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(cwd),
         WANDB_DISABLE_GIT="true", PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="0",
         KDLAB_CACHE=str(cwd / "cache"),  # memory-format choices shared by this test's runs
+        # test-only callbacks (tests/helpers_*.py) importable by the run
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO / "tests"), env.get("PYTHONPATH")) if p),
     )  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "kdlab.train", *args],

@@ -33,3 +33,17 @@ class Hold(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         Path(trainer.default_root_dir, "holding").write_text(str(os.getpid()))
         time.sleep(self.seconds)
+
+
+class NanGradient(L.Callback):
+    """Make the student's backward pass produce NaN while every loss stays finite: its logits
+    gain ``0·sqrt(z − z.detach())`` (0 forward; 0·∞ = NaN backward), the case only anomaly
+    detection can name (a non-finite loss stops the run before any backward)."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        import torch
+
+        def hook(module, inputs, out):
+            return out + 0.0 * torch.sqrt(out - out.detach())
+
+        pl_module.net.register_forward_hook(hook)

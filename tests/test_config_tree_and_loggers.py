@@ -59,7 +59,7 @@ def test_tensorboard_event_file_holds_the_same_metric_names(tiny_cifar10, tmp_pa
         "val/loss",
         "train/loss_epoch",
         "train/acc",
-        "lr-Adam",
+        "lr",
         "test/acc",
     ):
         assert tag in scalars, sorted(scalars)

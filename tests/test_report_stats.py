@@ -154,7 +154,9 @@ def test_a_dot_run_is_its_own_method_beside_the_same_method_with_sgd(tmp_path):
     dot = {"name": "kdlab.optim.dot.DOT", "lr": 0.05, "delta": 0.075}
     write_run(tmp_path, "sgd", seed=0, test_acc_best=73.0, optimizer=sgd, **common)
     write_run(tmp_path, "dot", seed=0, test_acc_best=74.0, optimizer=dot, **common)
-    write_run(tmp_path, "old", seed=1, test_acc_best=72.0, **common)  # before optimizers were recorded
+    write_run(
+        tmp_path, "old", seed=1, test_acc_best=72.0, **common
+    )  # before optimizers were recorded
     groups = group_runs(collect_runs([tmp_path]))
     by_method = {g.method: sorted(g.runs) for g in groups.values()}
     assert by_method == {"logit": [0, 1], "logit+dot": [0]}

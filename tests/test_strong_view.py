@@ -152,8 +152,8 @@ def test_an_interrupted_mlkd_run_on_the_device_pipeline_resumes_exactly(tmp_path
     full, part = tmp_path / "full", tmp_path / "part"
     run_train(tmp_path, *args, f"hydra.run.dir={full}")
     stop = "+callbacks.stopper._target_=helpers_resume.StopAfterEpochs"
-    run_train(tmp_path, *args, stop, f"hydra.run.dir={part}")
-    run_train(tmp_path, *args, f"hydra.run.dir={part}")
+    run_train(tmp_path, *args, stop, f"hydra.run.dir={part}")  # the stopper acts once
+    run_train(tmp_path, *args, stop, f"hydra.run.dir={part}")  # same config: resumes
     a, b = results(full), results(part)
     assert a["recipe"]["strong_augmentation"] is True
     keys = ["val_acc_best", "test_acc_best", "test_acc_final", "test_nll", "test_kl"]

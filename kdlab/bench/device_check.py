@@ -58,10 +58,10 @@ STEPS = (
          "trainer.deterministic=true): bitwise-identical weights?"),
     Step("precision", 40, "bf16-mixed vs fp32 loss on one batch, 2 pairs × 5 methods"),
     Step("pairs_fp32", 70, "the pair and teacher rows in fp32"),
-    Step("recent_bf16", 40, "bf16 eager rows of SDD over DKD, MLKD (strong views) and FCFD on "
+    Step("recent_bf16", 30, "bf16 eager rows of SDD over DKD, MLKD (strong views) and FCFD on "
          "resnet56→resnet20"),
     Step("deterministic_cost", 35, "bf16 eager pair rows with deterministic algorithms on"),
-    Step("compiled", 110, "torch.compile on: bf16 rows of baseline, logit_viewcache, dkd and "
+    Step("compiled", 100, "torch.compile on: bf16 rows of baseline, logit_viewcache, dkd and "
          "the teacher forward (feature methods' forward_stages is never compiled)"),
 )  # fmt: skip
 TOTAL_BUDGET_S = 480  # 8 minutes with the wheel install and start-up around it

@@ -77,6 +77,9 @@ def kdlab_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch:
 def plain_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch: int,
                  train_batches: int | None = None) -> dict:  # fmt: skip
     """The same network, loaders and optimiser in a hand-written loop (no framework at all)."""
+    from kdlab.utils.resolvers import register
+
+    register()  # the data config's own resolvers (kdlab.strong_view, …)
     cfg = OmegaConf.load(CONF_DIR / "data" / "cifar10.yaml")
     cfg.merge_with(OmegaConf.from_dotlist([d.removeprefix("data.") for d in data]))
     root = OmegaConf.create({"paths": {"root": "."}, "seed": 0, "data": cfg})
