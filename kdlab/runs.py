@@ -70,16 +70,20 @@ def stop_on_signals() -> Iterator[None]:
 
     Without this, SIGTERM ends Lightning's fit at the epoch's end with exit status 0 and no
     record, and Ctrl-C makes Lightning call ``sys.exit(1)``: either leaves a folder that looks
-    like a crash. Lightning composes its own SIGTERM handler in front of this one during fit;
-    under SLURM, ``kdlab.slurm.SlurmRequeue`` notes SIGTERM itself while it trains.
+    like a crash. Lightning composes its own SIGTERM handler in front of this one during fit.
+    In a SLURM job only Ctrl-C is taken: SIGTERM there is SLURM's (``kdlab.slurm``).
     """
 
     def raise_terminated(signum: int, frame: object) -> None:
         raise Terminated(signum)
 
+    from kdlab.slurm.cluster import in_slurm_job
+
+    # under SLURM, SIGTERM belongs to kdlab.slurm (a requeue or a cancel, recorded as such)
+    signums = (signal.SIGINT,) if in_slurm_job() else (signal.SIGTERM, signal.SIGINT)
     previous = {}
     try:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in signums:
             previous[signum] = signal.signal(signum, raise_terminated)
     except ValueError:  # not the main thread: leave the process's handlers alone
         yield
