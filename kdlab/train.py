@@ -104,15 +104,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         RunLock(out).check_free()  # these two read only: a refused launch changes no file
     if not cfg.rerun:
         check_folder_config(cfg, out)
-    if prior is not None and prior.get("status", "finished") == "finished" and not cfg.rerun:
+    prior_finished = prior is not None and prior.get("status", "finished") == "finished"
+    if prior_finished and not cfg.rerun:
         if chief:
             mark_launched(out)
         log.info("%s already finished (test_acc_best=%s): skipped; rerun=true trains it again",
                  out, prior.get("test_acc_best"))  # fmt: skip
         return prior
     with RunLock(out) if chief else nullcontext() as lock:
-        # a finished run being re-run keeps its record until the new one has passed its checks
-        owns = chief and (prior is None or prior.get("status", "finished") != "finished")
+        # a folder that is re-run (rerun=true) keeps its outputs, .hydra/ included, until the
+        # new run has passed its checks; they are archived before the new config is written
+        owns = chief and not prior_finished and not cfg.rerun
         state: dict[str, Any] = {"system": None, "trainer": None}
         try:
             if owns:

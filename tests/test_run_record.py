@@ -90,6 +90,11 @@ def test_an_interrupted_run_relaunched_with_another_config_is_refused(world):
     assert every_file(out) == before
     run_train(world["root"], *args)  # the same config resumes
     assert results(out)["status"] == "finished" and results(out)["seed"] == 0
+    # rerun=true trains another config there: its own .hydra/, the old one kept in previous/
+    run_train(world["root"], *args, "seed=5", "rerun=true")
+    assert results(out)["seed"] == 5
+    assert "seed: 5" in (out / ".hydra" / "config.yaml").read_text()
+    assert any("seed: 0" in p.read_text() for p in out.glob("previous/*/.hydra/config.yaml"))
 
 
 def test_a_locked_launch_changes_no_file(world):

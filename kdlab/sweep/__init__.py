@@ -1,9 +1,9 @@
 """Sweeps that survive their failures: failed-job records, the end-of-sweep summary.
 
 A Hydra multirun aborts at the first job that raises, which hides every later job. ``main()`` in
-``kdlab.train`` therefore catches a job's exception in multirun mode and calls
-:func:`record_failure`, so the job's folder still holds a ``results.json`` (``status: failed``)
-and an ``error.txt`` with the traceback. :class:`SweepSummary` (a Hydra callback registered in
+``kdlab.train`` therefore returns a failed job's record in multirun mode instead of raising, so
+the job's folder still holds a ``results.json`` (``status: failed``) and an ``error.txt`` with
+the traceback (``kdlab.results``; :func:`record_failure` for a folder named explicitly). :class:`SweepSummary` (a Hydra callback registered in
 ``conf/hydra/default.yaml``) then reads every job folder of the sweep at the end, prints a
 table, writes ``<sweep dir>/sweep_summary.json`` and exits with status 1 when any job failed or
 left no results (a job killed outright has a ``.hydra/`` folder but no ``results.json``).

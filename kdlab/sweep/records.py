@@ -1,9 +1,10 @@
 """What a failed job leaves in its folder, and the keys that identify a job in the summary.
 
 A Hydra multirun aborts at the first job that raises, which hides every later job. ``main()`` in
-``kdlab.train`` therefore catches a job's exception in multirun mode and records it with
-:func:`record_failure` (``kdlab.results``' one record for every outcome), so the job's folder
-still holds a ``results.json`` (``status: failed``) and an ``error.txt`` with the traceback.
+``kdlab.train`` therefore returns a failed job's record in multirun mode instead of raising;
+the record itself (``results.json`` with ``status: failed`` and ``error.txt``) is written by
+``kdlab.results`` like every outcome. :func:`record_failure` writes one for a job folder named
+explicitly (a config that never reached ``kdlab.train``).
 """
 
 from __future__ import annotations
