@@ -30,7 +30,21 @@ IGNORED = (
     "trainer.enable_progress_bar", "trainer.default_root_dir", "callbacks.progress_bar",
     "callbacks.epoch_log", "callbacks.model_summary", "callbacks.slurm_requeue",
     "data.root", "data.download", "data.verify",
-)  # fmt: skip
+    # assembled from the keys above by interpolation: its shape is kdlab's, not the run's
+    "system",
+)
+
+# Settings kdlab added since a folder may have been made, each with the value that does what the
+# older kdlab did (every run was CIFAR at 32 px then): an old folder reads as unchanged.
+ADDED = {
+    "data.reader._target_": ("kdlab.data.readers.cifar.CIFARReader",),
+    "data.reader.dataset": ("${data.name}",),
+    "data.image_size": (32,),
+    "model.image_size": ("${data.image_size}", 32),
+    "teacher.model.image_size": ("${data.image_size}", 32),
+}
+# Settings whose form changed: old form → today's form.
+MOVED_TARGETS = {"kdlab.data.cifar.CIFARDataModule": "kdlab.data.module.ImageDataModule"}
 
 
 class ConfigChanged(ValueError):
@@ -61,16 +75,32 @@ def differences(old: DictConfig | dict, new: DictConfig | dict, skip: tuple[str,
         old = OmegaConf.to_container(old, resolve=False)
     if isinstance(new, DictConfig):
         new = OmegaConf.to_container(new, resolve=False)
-    a, b = _flat(old), _flat(new)
+    a, b = _upgrade(_flat(old)), _flat(new)
     diffs = []
     for key in sorted(set(a) | set(b)):
         if _ignored(key, skip):
             continue
-        if key not in a and b.get(key) is None:
+        if key not in a and (b.get(key) is None or b.get(key) in ADDED.get(key, ())):
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             diffs.append((key, a.get(key, "<absent>"), b.get(key, "<absent>")))
     return diffs
+
+
+def _upgrade(flat: dict[str, Any]) -> dict[str, Any]:
+    """An older config in today's form: ``data.augment: true`` is crop 4 + flip, ``false`` none;
+    moved class paths are their new names."""
+    out = dict(flat)
+    augment = out.pop("data.augment", None)
+    if isinstance(augment, bool):
+        out["data.augment.crop_padding"] = 4 if augment else 0
+        out["data.augment.flip"] = augment
+    elif augment is not None:
+        out["data.augment"] = augment
+    for key, value in out.items():
+        if key.endswith("_target_") and value in MOVED_TARGETS:
+            out[key] = MOVED_TARGETS[value]
+    return out
 
 
 def describe(diffs, limit: int = 8) -> str:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import kdlab.data.cifar as cifar_mod
 import kdlab.data.layout as layout_mod
 from kdlab.data.cifar import CIFARDataModule
 from kdlab.data.layout import DataError, load_split
+from kdlab.data.readers.cifar import CIFARReader
 from kdlab.data.synthetic import write_fake_cifar
 from tests.conftest import SHARED_DATA, needs_shared
 
@@ -109,19 +109,18 @@ def test_missing_data_with_download_off_is_a_clear_error(tmp_path):
         dm(tmp_path).prepare_data()
 
 
-def test_download_only_when_missing(tmp_path, tiny_cifar10, monkeypatch):
+def test_download_only_when_missing(tmp_path, tiny_cifar10):
     calls = []
 
-    class FakeTV:
-        def __init__(self, root, train, download):
-            calls.append((root, train, download))
+    class Recording(CIFARReader):
+        def download(self, root):
+            calls.append(root)
             write_fake_cifar(root, "cifar10", 100, 20)
 
-    monkeypatch.setitem(cifar_mod._TORCHVISION, "cifar10", FakeTV)
-    dm(tiny_cifar10, download=True).prepare_data()
+    dm(tiny_cifar10, download=True, reader=Recording("cifar10")).prepare_data()
     assert calls == []  # present: nothing downloaded
-    dm(tmp_path, download=True).prepare_data()
-    assert calls and all(c[2] for c in calls)
+    dm(tmp_path, download=True, reader=Recording("cifar10")).prepare_data()
+    assert calls == [str(tmp_path)]
 
 
 def _copy(src, dst):

@@ -238,7 +238,7 @@ def test_published_names_resolve_and_unknown_archs_raise():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_model_config_builds_the_model(arch):
     cfg = OmegaConf.create(
-        {"data": {"num_classes": 10}, "model": OmegaConf.load(CONF / f"{arch}.yaml")}
+        {"data": {"num_classes": 10, "image_size": 32}, "model": OmegaConf.load(CONF / f"{arch}.yaml")}
     )
     net = instantiate(cfg.model)
     assert net.arch == arch and net.num_classes == 10

@@ -254,17 +254,18 @@ def test_missing_teacher_message_names_a_command_that_exists(model, tmp_path):
     assert cfg.export_teacher and cfg.seed == 3 and cfg.data.name == "cifar100"
 
 
-def test_a_failed_download_says_where_the_files_must_go(tmp_path, monkeypatch):
+def test_a_failed_download_says_where_the_files_must_go(tmp_path):
     import urllib.error
 
-    from kdlab.data import cifar
-    from kdlab.data.layout import DataError
+    from kdlab.data.module import ImageDataModule
+    from kdlab.data.readers import DataError
+    from kdlab.data.readers.cifar import CIFARReader
 
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    class Offline(CIFARReader):
+        def download(self, root):
+            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setitem(cifar._TORCHVISION, "cifar10", offline)
-    dm = cifar.CIFARDataModule("cifar10", root=str(tmp_path / "data"), download=True)
+    dm = ImageDataModule(root=str(tmp_path / "data"), download=True, reader=Offline("cifar10"))
     with pytest.raises(DataError, match="could not download cifar10") as err:
         dm.prepare_data()
     assert "data.root=" in str(err.value) and str(tmp_path / "data") in str(err.value)

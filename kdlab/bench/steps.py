@@ -23,7 +23,8 @@ from kdlab import CONF_DIR
 from kdlab.data.batch import Batch, collate
 from kdlab.data.cifar import ArrayDataset
 from kdlab.data.device import DeviceLoader
-from kdlab.data.transforms import NORMALIZATION, build_strong_transform, build_transform
+from kdlab.data.readers.cifar import CIFARReader
+from kdlab.data.transforms import build_strong_transform, build_transform
 from kdlab.distill.feature import FeatureKD
 from kdlab.distill.logit import LogitKD
 from kdlab.models.cnn import small_cnn
@@ -33,7 +34,7 @@ from kdlab.systems import Classifier, Distiller
 from kdlab.teachers import EnsembleTeacher, FrozenTeacher
 from kdlab.teachers.cache import TeacherCache, num_views
 
-MEAN, STD = NORMALIZATION["cifar10"]
+MEAN, STD = CIFARReader("cifar10").stats
 MODELS = {  # (student, teacher) per size; --quick uses the small pair on CPU
     "full": {"student": ("r18", resnet18), "teacher": ("r50", resnet50)},
     "quick": {"student": ("cnn", small_cnn), "teacher": ("preresnet20", preresnet20)},

@@ -1,4 +1,4 @@
-"""Batched, on-device CIFAR augmentation: random crop with zero padding, flip, normalise, MixUp.
+"""Batched, on-device augmentation: random crop with zero padding, flip, normalise, MixUp.
 
 torchvision's per-sample transforms run one image at a time in Python on the CPU, which is what
 makes CIFAR KD runs data-bound. Here a whole uint8 batch is augmented with a handful of tensor
@@ -30,19 +30,22 @@ def sample_views(
     padding: int = 4,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    flip: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Draw ``n`` random views: crop offsets uniform in ``[0, 2·padding]`` and a fair flip.
+    """Draw ``n`` random views: crop offsets uniform in ``[0, 2·padding]`` and a fair flip
+    (never a flip when ``flip`` is false).
 
     The draws come from ``generator`` (which must live on ``device``; a CUDA generator for CUDA)
-    so the same seed gives the same views. Returns ``(dy, dx, flip)``: int64, int64, bool, each
-    of shape ``[n]``.
+    so the same seed gives the same views; the flip coin is drawn either way, so turning flips
+    off leaves the crops of a seed as they were. Returns ``(dy, dx, flip)``: int64, int64, bool,
+    each of shape ``[n]``.
     """
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
-    flip = torch.randint(0, 2, (n,), generator=generator, device=device).bool()
-    return dy, dx, flip
+    flips = torch.randint(0, 2, (n,), generator=generator, device=device).bool()
+    return dy, dx, flips if flip else torch.zeros_like(flips)
 
 
 def crop_flip_views(x: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, padding: int = 4) -> Tensor:

@@ -1,4 +1,4 @@
-"""A device-resident CIFAR loader: the whole split lives on the training device as uint8.
+"""A device-resident loader: the whole split lives on the training device as uint8.
 
 CIFAR-10's 50k training images are 150 MB as uint8, small enough to keep on the GPU. Each batch
 is then one index gather plus the batched ops of ``kdlab.data.augment`` on the device, with no
@@ -106,6 +106,7 @@ class DeviceLoader:
         num_classes: int | None = None,
         padding: int = 4,
         strong_view: bool = False,
+        flip: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
@@ -136,6 +137,7 @@ class DeviceLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.mixup_alpha, self.num_classes, self.padding = mixup_alpha, num_classes, padding
         self.strong_view = bool(strong_view)
+        self.flip = bool(flip)
         self._mixup = SeededMixUp(mixup_alpha, num_classes, seed, rank) if mixup_alpha > 0 else None
         self._next_epoch = 0
         self.epoch = 0  # the epoch of the pass in progress (or last started)
@@ -180,11 +182,11 @@ class DeviceLoader:
         if not self.augment:
             return EpochPlan(indices)
         g = self._generator(self.device, _VIEWS, epoch, self.rank)
-        dy, dx, flip = sample_views(len(indices), self.padding, g, self.device)
+        dy, dx, flip = sample_views(len(indices), self.padding, g, self.device, self.flip)
         strong = None
         if self.strong_view:
             gs = self._generator(self.device, _STRONG, epoch, self.rank)
-            strong = sample_strong(len(indices), self.padding, gs, self.device)
+            strong = sample_strong(len(indices), self.padding, gs, self.device, self.flip)
         return EpochPlan(indices, dy, dx, flip, strong)
 
     def __iter__(self) -> Iterator[Batch]:

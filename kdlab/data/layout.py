@@ -9,7 +9,6 @@ class names). Every failure names the file and says what to do.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
+
+from kdlab.data.readers.base import VERIFY, DataError, check_full_copy
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,9 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-class DataError(ValueError):
-    """A dataset problem the user can fix (missing, corrupt, wrong layout)."""
-
-
 def get_layout(name: str) -> Layout:
     if name not in LAYOUTS:
-        raise DataError(f"unknown dataset {name!r}; use data=cifar10 or data=cifar100")
+        raise DataError(f"unknown CIFAR layout {name!r}; cifar10 or cifar100")
     return LAYOUTS[name]
 
 
@@ -92,13 +89,6 @@ def missing_files(root: str | Path, layout: Layout) -> list[Path]:
     names = layout.train_files + layout.test_files + (layout.meta_file,)
     return [folder / n for n in names if not (folder / n).is_file()]
 
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _unpickle(path: Path) -> dict:
@@ -141,9 +131,6 @@ def _read_batch(path: Path, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
-VERIFY = ("md5", "structure")
-
-
 def load_split(
     root: str | Path, name: str, train: bool, verify: str = "md5"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -177,26 +164,6 @@ def load_split(
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     full = layout.n_train if train else layout.n_test
-    split = "train" if train else "test"
-    if len(labels) >= full and verify == "structure":
-        log.info(
-            "%s %s: %d images accepted after a structural check (data.verify=structure: shapes, "
-            "label range and class names; md5 not checked)", layout.name, split, len(labels),
-        )  # fmt: skip
-    elif len(labels) >= full:
-        bad = [f for f in files if _md5(folder / f) != layout.md5[f]]
-        if bad:
-            raise DataError(
-                f"{layout.name} {split} files {bad} in {folder} have the full size but fail "
-                f"torchvision's md5 check. A corrupt download: delete {folder} and run again with "
-                f"data.download=true. A verified re-encoding of the official data (same pixels, "
-                f"other pickle bytes): pass data.verify=structure."
-            )
-        log.info("%s %s: official files verified (md5, %d images)", layout.name, split,
-                 len(labels))  # fmt: skip
-    else:
-        log.warning(
-            "%s %s: a subset of %d images (official: %d) in %s; accepted after a structural check",
-            layout.name, split, len(labels), full, folder,
-        )  # fmt: skip
+    md5s = {folder / f: layout.md5[f] for f in files}
+    check_full_copy(layout.name, "train" if train else "test", len(labels), full, md5s, verify, log)
     return np.ascontiguousarray(images), labels

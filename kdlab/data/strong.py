@@ -87,12 +87,16 @@ class StrongViews:
 
 
 def sample_strong(
-    n: int, padding: int = 4, generator: torch.Generator | None = None, device=None
+    n: int,
+    padding: int = 4,
+    generator: torch.Generator | None = None,
+    device=None,
+    flip: bool = True,
 ) -> StrongViews:
-    """Draw ``n`` strong views from ``generator`` (on ``device``)."""
+    """Draw ``n`` strong views from ``generator`` (on ``device``); no flips when ``flip`` is off."""
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
-    dy, dx, flip = sample_views(n, padding, generator, device)
+    dy, dx, flip = sample_views(n, padding, generator, device, flip)
     ops = torch.randint(0, len(OPS), (n, NUM_OPS), generator=generator, device=device)
     level = torch.rand(n, NUM_OPS, generator=generator, device=device)
     cut = torch.rand(n, 3, generator=generator, device=device)

@@ -16,38 +16,34 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-# Per-channel statistics of the official training sets (RGB, pixel values scaled to [0, 1]).
-NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
 UNITCUBE = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # maps [0, 1] to [-1, 1]
 
 
-def mean_std(dataset: str, normalize: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean/std for ``normalize`` = ``"dataset"`` (per-dataset statistics) or ``"unitcube"``."""
-    if normalize == "dataset":
-        return NORMALIZATION[dataset]
-    if normalize == "unitcube":
-        return UNITCUBE
-    raise ValueError(f"data.normalize must be 'dataset' or 'unitcube', got {normalize!r}")
-
-
-def build_transform(mean, std, augment: bool, padding: int = 4) -> v2.Compose:
-    """uint8 CHW tensor → normalised float32; RandomCrop(32, pad) + flip only when ``augment``."""
+def build_transform(
+    mean, std, augment: bool, padding: int = 4, flip: bool = True, size: int = 32
+) -> v2.Compose:
+    """uint8 CHW tensor → normalised float32; when ``augment``, RandomCrop(size, padding) (if
+    ``padding``) and a horizontal flip (if ``flip``)."""
     ops: list = []
-    if augment:
-        ops += [v2.RandomCrop(32, padding=padding), v2.RandomHorizontalFlip()]
+    if augment and padding:
+        ops.append(v2.RandomCrop(size, padding=padding))
+    if augment and flip:
+        ops.append(v2.RandomHorizontalFlip())
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     return v2.Compose(ops)
 
 
-def build_strong_transform(mean, std, padding: int = 4) -> v2.Compose:
+def build_strong_transform(
+    mean, std, padding: int = 4, flip: bool = True, size: int = 32
+) -> v2.Compose:
     """uint8 CHW tensor → normalised float32 strong view: crop + flip, RandAugment, Cutout."""
-    return v2.Compose([
-        v2.RandomCrop(32, padding=padding), v2.RandomHorizontalFlip(),
+    ops: list = [v2.RandomCrop(size, padding=padding)] if padding else []
+    if flip:
+        ops.append(v2.RandomHorizontalFlip())
+    ops += [
         v2.RandAugment(num_ops=2, magnitude=10),
         v2.ToDtype(torch.float32, scale=True),
         v2.RandomErasing(p=1.0, scale=(0.0, 0.0625), ratio=(1.0, 1.0), value=127 / 255),
         v2.Normalize(mean, std),
-    ])  # fmt: skip
+    ]
+    return v2.Compose(ops)

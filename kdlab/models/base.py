@@ -8,6 +8,8 @@ same code works for our ResNets, PreResNet, the small CNN and wrapped timm model
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -101,6 +103,18 @@ def check_stages(model: StagedModel, stages: list[str] | tuple[str, ...]) -> Non
             f"unknown stage(s) {unknown} for model '{model.arch}'; "
             f"available stages: {list(model.stage_names)}"
         )
+
+
+M = TypeVar("M", bound=StagedModel)
+
+
+def at_size(model: M, image_size: int) -> M:
+    """The network as it will run: on ``image_size`` × ``image_size`` images (losses probe
+    its stage shapes, and the memory-format timing its speed, at that size)."""
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size must be an integer ≥ 8, got {image_size!r}")
+    model.input_size = image_size
+    return model
 
 
 @torch.no_grad()

@@ -23,7 +23,8 @@ class SmallCNN(StagedModel):
     """conv(3→c1)→ReLU→pool, conv(c1→c2)→ReLU→pool, flatten, fc(hidden)→ReLU→dropout, fc.
 
     Stages: ``layer1`` is the first conv block before its pool, ``layer2`` the second (the
-    first pool opens it), so feature losses see 32×32 and 16×16 maps.
+    first pool opens it), so feature losses see full- and half-size maps (32×32 and 16×16 on
+    CIFAR).
     """
 
     def __init__(
@@ -33,8 +34,11 @@ class SmallCNN(StagedModel):
         hidden: int = 256,
         dropout: float = 0.0,
         arch: str = "cnn",
+        image_size: int = 32,
     ) -> None:
         super().__init__()
+        if image_size % 4:
+            raise ValueError(f"the small CNN pools twice by 2: image_size must be a multiple of 4, got {image_size}")
         if len(channels) != 2 or min(channels) < 1 or hidden < 1 or not 0 <= dropout < 1:
             raise ValueError(
                 f"the small CNN needs 2 positive conv widths, hidden >= 1 and dropout in [0, 1); "
@@ -49,7 +53,8 @@ class SmallCNN(StagedModel):
             nn.Conv2d(channels[0], channels[1], 3, padding=1),
             nn.ReLU(inplace=True),
         )
-        self.fc1 = nn.Linear(channels[1] * 8 * 8, hidden)
+        self.input_size = image_size
+        self.fc1 = nn.Linear(channels[1] * (image_size // 4) ** 2, hidden)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc2 = nn.Linear(hidden, num_classes)
 
@@ -67,8 +72,9 @@ def small_cnn(
     hidden: int | None = None,
     dropout: float = 0.0,
     arch: str = "cnn",
+    image_size: int = 32,
 ) -> SmallCNN:
     """The notebook's student for ``num_classes`` (CIFAR-10: 16/32 channels, 256 hidden;
     CIFAR-100: 32/64, 512); other class counts use the CIFAR-10 widths."""
     widths, units = NOTEBOOK.get(num_classes, NOTEBOOK[10])
-    return SmallCNN(num_classes, tuple(channels or widths), hidden or units, dropout, arch)
+    return SmallCNN(num_classes, tuple(channels or widths), hidden or units, dropout, arch, image_size)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models.base import StagedModel, batch_norm_again
+from kdlab.models.base import StagedModel, at_size, batch_norm_again
 
 
 class PreActBlock(nn.Module):
@@ -82,11 +82,13 @@ class PreResNet(StagedModel):
         return self.fc(pooled)
 
 
-def preresnet20(num_classes: int = 100, widths: tuple[int, int, int] = (16, 32, 64)) -> PreResNet:
+def preresnet20(
+    num_classes: int = 100, widths: tuple[int, int, int] = (16, 32, 64), image_size: int = 32
+) -> PreResNet:
     """PreResNet-20 with widths [16, 32, 64] (the "Does KD really work?" replication)."""
-    return PreResNet(20, widths, num_classes, arch="preresnet20")
+    return at_size(PreResNet(20, widths, num_classes, arch="preresnet20"), image_size)
 
 
-def preresnet56(num_classes: int = 100) -> PreResNet:
+def preresnet56(num_classes: int = 100, image_size: int = 32) -> PreResNet:
     """PreResNet-56, the notebook-style ResNet teacher for the small CNN (the introductory notebook)."""
-    return PreResNet(56, (16, 32, 64), num_classes, arch="r56")
+    return at_size(PreResNet(56, (16, 32, 64), num_classes, arch="r56"), image_size)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from kdlab.models.base import StagedModel
+from kdlab.models.base import StagedModel, at_size
 
 Stem = Literal["cifar", "imagenet"]
 
@@ -69,26 +69,26 @@ class CifarResNet(ResNet, StagedModel):
         return self.forward_stages(x)[0]
 
 
-def resnet18(num_classes: int = 10, stem: Stem = "cifar") -> CifarResNet:
+def resnet18(num_classes: int = 10, stem: Stem = "cifar", image_size: int = 32) -> CifarResNet:
     """ResNet-18 (≈11.17M parameters for 10 classes with the CIFAR stem)."""
-    return CifarResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem, arch="r18")
+    return at_size(CifarResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem, arch="r18"), image_size)
 
 
-def resnet34(num_classes: int = 10, stem: Stem = "cifar") -> CifarResNet:
+def resnet34(num_classes: int = 10, stem: Stem = "cifar", image_size: int = 32) -> CifarResNet:
     """ResNet-34 (≈21.28M parameters for 10 classes)."""
-    return CifarResNet(BasicBlock, [3, 4, 6, 3], num_classes, stem, arch="r34")
+    return at_size(CifarResNet(BasicBlock, [3, 4, 6, 3], num_classes, stem, arch="r34"), image_size)
 
 
-def resnet50(num_classes: int = 10, stem: Stem = "cifar") -> CifarResNet:
+def resnet50(num_classes: int = 10, stem: Stem = "cifar", image_size: int = 32) -> CifarResNet:
     """ResNet-50 (≈23.52M parameters for 10 classes)."""
-    return CifarResNet(Bottleneck, [3, 4, 6, 3], num_classes, stem, arch="r50")
+    return at_size(CifarResNet(Bottleneck, [3, 4, 6, 3], num_classes, stem, arch="r50"), image_size)
 
 
-def resnet101(num_classes: int = 10, stem: Stem = "cifar") -> CifarResNet:
+def resnet101(num_classes: int = 10, stem: Stem = "cifar", image_size: int = 32) -> CifarResNet:
     """ResNet-101."""
-    return CifarResNet(Bottleneck, [3, 4, 23, 3], num_classes, stem, arch="r101")
+    return at_size(CifarResNet(Bottleneck, [3, 4, 23, 3], num_classes, stem, arch="r101"), image_size)
 
 
-def resnet152(num_classes: int = 10, stem: Stem = "cifar") -> CifarResNet:
+def resnet152(num_classes: int = 10, stem: Stem = "cifar", image_size: int = 32) -> CifarResNet:
     """ResNet-152."""
-    return CifarResNet(Bottleneck, [3, 8, 36, 3], num_classes, stem, arch="r152")
+    return at_size(CifarResNet(Bottleneck, [3, 8, 36, 3], num_classes, stem, arch="r152"), image_size)

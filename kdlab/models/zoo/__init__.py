@@ -70,11 +70,11 @@ ZOO: dict[str, Callable[..., StagedModel]] = {
 }
 
 
-def build(arch: str, num_classes: int = 100) -> StagedModel:
+def build(arch: str, num_classes: int = 100, image_size: int = 32) -> StagedModel:
     """The zoo model ``arch`` (e.g. ``"resnet8x4"``) for ``num_classes`` classes."""
     if arch not in ZOO:
         raise ValueError(f"unknown zoo model '{arch}'; available: {sorted(ZOO)}")
-    return ZOO[arch](num_classes=num_classes)
+    return ZOO[arch](num_classes=num_classes, image_size=image_size)
 
 
 __all__ = [

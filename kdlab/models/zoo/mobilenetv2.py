@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from kdlab.models.base import StagedModel, batch_norm_again
+from kdlab.models.base import StagedModel, at_size, batch_norm_again
 
 __all__ = ["MobileNetV2", "mobilenetv2"]
 
@@ -143,6 +143,6 @@ class MobileNetV2(StagedModel):
         return self.classifier(self.conv2(x).mean(dim=(2, 3)))
 
 
-def mobilenetv2(num_classes: int = 100) -> MobileNetV2:
+def mobilenetv2(num_classes: int = 100, image_size: int = 32) -> MobileNetV2:
     """Half-width MobileNetV2 (published ``mobile_half``; 812,836 parameters for 100 classes)."""
-    return MobileNetV2(num_classes, expansion=6, width=0.5, arch="mobilenetv2")
+    return at_size(MobileNetV2(num_classes, expansion=6, width=0.5, arch="mobilenetv2"), image_size)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models.base import StagedModel
+from kdlab.models.base import StagedModel, at_size
 
 __all__ = [
     "ThinResNet",
@@ -153,46 +153,46 @@ _THIN = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)
 
 
-def resnet8(num_classes: int = 100) -> ThinResNet:
+def resnet8(num_classes: int = 100, image_size: int = 32) -> ThinResNet:
     """ResNet-8, widths 16/32/64 (83,892 parameters for 100 classes)."""
-    return ThinResNet(8, _THIN, num_classes, arch="resnet8")
+    return at_size(ThinResNet(8, _THIN, num_classes, arch="resnet8"), image_size)
 
 
-def resnet14(num_classes: int = 100) -> ThinResNet:
+def resnet14(num_classes: int = 100, image_size: int = 32) -> ThinResNet:
     """ResNet-14, widths 16/32/64 (181,108 parameters)."""
-    return ThinResNet(14, _THIN, num_classes, arch="resnet14")
+    return at_size(ThinResNet(14, _THIN, num_classes, arch="resnet14"), image_size)
 
 
-def resnet20(num_classes: int = 100) -> ThinResNet:
+def resnet20(num_classes: int = 100, image_size: int = 32) -> ThinResNet:
     """ResNet-20, widths 16/32/64 (278,324 parameters)."""
-    return ThinResNet(20, _THIN, num_classes, arch="resnet20")
+    return at_size(ThinResNet(20, _THIN, num_classes, arch="resnet20"), image_size)
 
 
-def resnet32(num_classes: int = 100) -> ThinResNet:
+def resnet32(num_classes: int = 100, image_size: int = 32) -> ThinResNet:
     """ResNet-32, widths 16/32/64 (472,756 parameters)."""
-    return ThinResNet(32, _THIN, num_classes, arch="resnet32")
+    return at_size(ThinResNet(32, _THIN, num_classes, arch="resnet32"), image_size)
 
 
-def resnet44(num_classes: int = 100) -> ThinResNet:
+def resnet44(num_classes: int = 100, image_size: int = 32) -> ThinResNet:
     """ResNet-44, widths 16/32/64 (667,188 parameters)."""
-    return ThinResNet(44, _THIN, num_classes, arch="resnet44")
+    return at_size(ThinResNet(44, _THIN, num_classes, arch="resnet44"), image_size)
 
 
-def resnet56(num_classes: int = 100) -> ThinResNet:
+def resnet56(num_classes: int = 100, image_size: int = 32) -> ThinResNet:
     """ResNet-56, widths 16/32/64 (861,620 parameters), a benchmark teacher."""
-    return ThinResNet(56, _THIN, num_classes, arch="resnet56")
+    return at_size(ThinResNet(56, _THIN, num_classes, arch="resnet56"), image_size)
 
 
-def resnet110(num_classes: int = 100) -> ThinResNet:
+def resnet110(num_classes: int = 100, image_size: int = 32) -> ThinResNet:
     """ResNet-110, widths 16/32/64 (1,736,564 parameters), a benchmark teacher."""
-    return ThinResNet(110, _THIN, num_classes, arch="resnet110")
+    return at_size(ThinResNet(110, _THIN, num_classes, arch="resnet110"), image_size)
 
 
-def resnet8x4(num_classes: int = 100) -> ThinResNet:
+def resnet8x4(num_classes: int = 100, image_size: int = 32) -> ThinResNet:
     """ResNet-8×4, stem 32 and widths 64/128/256 (1,233,540 parameters), a benchmark student."""
-    return ThinResNet(8, _WIDE, num_classes, arch="resnet8x4")
+    return at_size(ThinResNet(8, _WIDE, num_classes, arch="resnet8x4"), image_size)
 
 
-def resnet32x4(num_classes: int = 100) -> ThinResNet:
+def resnet32x4(num_classes: int = 100, image_size: int = 32) -> ThinResNet:
     """ResNet-32×4, stem 32 and widths 64/128/256 (7,433,860 parameters), a benchmark teacher."""
-    return ThinResNet(32, _WIDE, num_classes, arch="resnet32x4")
+    return at_size(ThinResNet(32, _WIDE, num_classes, arch="resnet32x4"), image_size)

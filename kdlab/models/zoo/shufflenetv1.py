@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models.base import StagedModel
+from kdlab.models.base import StagedModel, at_size
 
 __all__ = ["ShuffleNetV1", "channel_shuffle", "shufflev1"]
 
@@ -130,6 +130,6 @@ class ShuffleNetV1(StagedModel):
         return self.linear(x.mean(dim=(2, 3)))
 
 
-def shufflev1(num_classes: int = 100) -> ShuffleNetV1:
+def shufflev1(num_classes: int = 100, image_size: int = 32) -> ShuffleNetV1:
     """ShuffleNetV1 g=3 (published ``ShuffleV1``; 949,258 parameters for 100 classes)."""
-    return ShuffleNetV1(num_classes, arch="shufflev1")
+    return at_size(ShuffleNetV1(num_classes, arch="shufflev1"), image_size)

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models.base import StagedModel, batch_norm_again
+from kdlab.models.base import StagedModel, at_size, batch_norm_again
 from kdlab.models.zoo.shufflenetv1 import channel_shuffle
 
 __all__ = ["ShuffleNetV2", "shufflev2"]
@@ -146,6 +146,6 @@ class ShuffleNetV2(StagedModel):
         return self.linear(F.relu(self.bn2(self.conv2(x))).mean(dim=(2, 3)))
 
 
-def shufflev2(num_classes: int = 100) -> ShuffleNetV2:
+def shufflev2(num_classes: int = 100, image_size: int = 32) -> ShuffleNetV2:
     """ShuffleNetV2 1× (published ``ShuffleV2``; 1,355,528 parameters for 100 classes)."""
-    return ShuffleNetV2(num_classes, arch="shufflev2")
+    return at_size(ShuffleNetV2(num_classes, arch="shufflev2"), image_size)

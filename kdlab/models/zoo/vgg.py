@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models.base import StagedModel
+from kdlab.models.base import StagedModel, at_size
 
 __all__ = ["VGG", "vgg8", "vgg11", "vgg13", "vgg16", "vgg19"]
 
@@ -134,26 +134,26 @@ class VGG(StagedModel):
         return self.classifier(pooled), feats
 
 
-def vgg8(num_classes: int = 100) -> VGG:
+def vgg8(num_classes: int = 100, image_size: int = 32) -> VGG:
     """VGG-8 with BN (published ``vgg8_bn``; 3,965,028 parameters for 100 classes)."""
-    return VGG(8, num_classes, arch="vgg8")
+    return at_size(VGG(8, num_classes, arch="vgg8"), image_size)
 
 
-def vgg11(num_classes: int = 100) -> VGG:
+def vgg11(num_classes: int = 100, image_size: int = 32) -> VGG:
     """VGG-11 with BN (published ``vgg11_bn``; 9,277,284 parameters)."""
-    return VGG(11, num_classes, arch="vgg11")
+    return at_size(VGG(11, num_classes, arch="vgg11"), image_size)
 
 
-def vgg13(num_classes: int = 100) -> VGG:
+def vgg13(num_classes: int = 100, image_size: int = 32) -> VGG:
     """VGG-13 with BN (published ``vgg13_bn``; 9,462,180 parameters), a benchmark teacher."""
-    return VGG(13, num_classes, arch="vgg13")
+    return at_size(VGG(13, num_classes, arch="vgg13"), image_size)
 
 
-def vgg16(num_classes: int = 100) -> VGG:
+def vgg16(num_classes: int = 100, image_size: int = 32) -> VGG:
     """VGG-16 with BN (published ``vgg16_bn``; 14,774,436 parameters)."""
-    return VGG(16, num_classes, arch="vgg16")
+    return at_size(VGG(16, num_classes, arch="vgg16"), image_size)
 
 
-def vgg19(num_classes: int = 100) -> VGG:
+def vgg19(num_classes: int = 100, image_size: int = 32) -> VGG:
     """VGG-19 with BN (published ``vgg19_bn``; 20,086,692 parameters)."""
-    return VGG(19, num_classes, arch="vgg19")
+    return at_size(VGG(19, num_classes, arch="vgg19"), image_size)

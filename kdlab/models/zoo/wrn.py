@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models.base import StagedModel, batch_norm_again
+from kdlab.models.base import StagedModel, at_size, batch_norm_again
 
 __all__ = ["WideResNet", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2"]
 
@@ -156,21 +156,21 @@ class WideResNet(StagedModel):
         return self.fc(pooled), feats
 
 
-def wrn_16_1(num_classes: int = 100) -> WideResNet:
+def wrn_16_1(num_classes: int = 100, image_size: int = 32) -> WideResNet:
     """WRN-16-1 (180,916 parameters for 100 classes)."""
-    return WideResNet(16, 1, num_classes, arch="wrn_16_1")
+    return at_size(WideResNet(16, 1, num_classes, arch="wrn_16_1"), image_size)
 
 
-def wrn_16_2(num_classes: int = 100) -> WideResNet:
+def wrn_16_2(num_classes: int = 100, image_size: int = 32) -> WideResNet:
     """WRN-16-2 (703,284 parameters), a benchmark student."""
-    return WideResNet(16, 2, num_classes, arch="wrn_16_2")
+    return at_size(WideResNet(16, 2, num_classes, arch="wrn_16_2"), image_size)
 
 
-def wrn_40_1(num_classes: int = 100) -> WideResNet:
+def wrn_40_1(num_classes: int = 100, image_size: int = 32) -> WideResNet:
     """WRN-40-1 (569,780 parameters), a benchmark student."""
-    return WideResNet(40, 1, num_classes, arch="wrn_40_1")
+    return at_size(WideResNet(40, 1, num_classes, arch="wrn_40_1"), image_size)
 
 
-def wrn_40_2(num_classes: int = 100) -> WideResNet:
+def wrn_40_2(num_classes: int = 100, image_size: int = 32) -> WideResNet:
     """WRN-40-2 (2,255,156 parameters), a benchmark teacher."""
-    return WideResNet(40, 2, num_classes, arch="wrn_40_2")
+    return at_size(WideResNet(40, 2, num_classes, arch="wrn_40_2"), image_size)
