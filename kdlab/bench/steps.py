@@ -160,7 +160,7 @@ def attach_random_view_cache(
     """A view cache of the right shape (values irrelevant for speed) for the lookup rows,
     drawn where it will live (a CIFAR-100 table is hundreds of MB)."""
     logits = torch.randn(n, num_views(4), num_classes, device=device, dtype=torch.float16)
-    system.use_teacher_cache(TeacherCache(logits))
+    system.teacher.use_cache(TeacherCache(logits))
 
 
 def make_step(system, optimizer, device: torch.device, amp: bool) -> Callable:

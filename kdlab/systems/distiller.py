@@ -36,7 +36,8 @@ class Distiller(Classifier):
     ``logit_cache`` serves training-batch teacher logits from a table of the un-augmented
     training split (refused under augmentation); ``view_cache`` from a table of every crop/flip
     view (device pipeline; otherwise the online teacher runs, with a log line saying why).
-    Both tables are built once at fit start from the data module's training split.
+    Both tables are built once at fit start and sit behind the teacher: ``teacher.predict``
+    looks a batch up when it can, so the steps here never choose between them.
     """
 
     has_teacher = True
@@ -80,8 +81,7 @@ class Distiller(Classifier):
         self.cka_metrics = nn.ModuleDict(
             {_cka_name(s, t): LinearCKA(cka_reduce) for s, t in self.cka_pairs}
         )
-        self.cache_modes = {"logit_cache": bool(logit_cache), "view_cache": bool(view_cache)}
-        self.teacher_cache: nn.Module | None = None
+        self.cache_modes = {"logits": bool(logit_cache), "views": bool(view_cache)}
 
     # -- set-up ----------------------------------------------------------------------------
     def prepare(self, device_type: str | torch.device = "cpu") -> dict[str, bool]:
@@ -94,36 +94,11 @@ class Distiller(Classifier):
         labels = train_labels(self.trainer)
         if labels is not None:  # before a checkpoint restores per-sample state (memory banks)
             self.criterion.bind_data(labels)
-        if stage == "fit" and self.teacher_cache is None and any(self.cache_modes.values()):
-            self.build_cache(self.trainer.datamodule, self.trainer.strategy.root_device)
+        if stage == "fit" and self.teacher.cache is None:
+            from kdlab.teachers import cache
 
-    def build_cache(self, datamodule, device: torch.device) -> None:
-        """Build the requested teacher cache from ``datamodule``'s training split (or log why
-        the view cache cannot serve this run and keep the online teacher)."""
-        from kdlab.teachers import cache
-
-        if self.cache_modes["logit_cache"]:
-            if self.criterion.uses_features:
-                raise ValueError(
-                    "teacher_cache holds logits only; this loss needs teacher features "
-                    f"{list(self.criterion.teacher_stages)}: set teacher_cache=false"
-                )
-            self.use_teacher_cache(cache.build_logit_cache(self.teacher, datamodule, device))
-            return
-        reason = cache.view_cache_fallback(self.criterion, datamodule)
-        if reason is not None:
-            log.warning("view_cache=true: using the online teacher instead, because %s", reason)
-            return
-        self.use_teacher_cache(cache.build_view_cache(self.teacher, datamodule, device))
-
-    def use_teacher_cache(self, table: nn.Module) -> None:
-        """Take training-batch teacher logits from ``table.lookup(index[, view])``."""
-        if self.criterion.uses_features:
-            raise ValueError(
-                "teacher_cache holds logits only; this loss needs teacher features "
-                f"{list(self.criterion.teacher_stages)}: set teacher_cache=false"
-            )
-        self.teacher_cache = table
+            cache.attach(self.teacher, self.criterion, self.trainer.datamodule,
+                         device=self.trainer.strategy.root_device, **self.cache_modes)
 
     def describe(self) -> dict:
         tree = loss_tree(self.criterion)
@@ -161,10 +136,7 @@ class Distiller(Classifier):
             extra = self.extra_inputs(x_strong)  # after the batch itself (BN statistics' order)
             return logits, crit(logits, t_logits, y, s_feats, t_feats, index=index, **extra)
         logits = self.net(x)
-        if self.teacher_cache is not None:
-            t_logits = self.teacher_cache.lookup(index, view)
-        else:
-            t_logits = self.teacher.predict(x)
+        t_logits = self.teacher.predict(x, index=index, view=view)
         extra = self.extra_inputs(x_strong)
         return logits, crit(logits, t_logits, y, index=index, **extra)
 
@@ -222,7 +194,7 @@ class Distiller(Classifier):
     def train_fidelity(self, loader, device, max_batches: int | None = None) -> dict[str, float]:
         """Agreement and KL with the teacher on the un-augmented training split (the teacher
         does not run when a cache already holds its logits)."""
-        cached = self.teacher_cache.logits if self.teacher_cache is not None else None
+        cached = self.teacher.cache.logits if self.teacher.cache is not None else None
         fid = evaluate_fidelity(self.net, self.teacher, loader, device, cached, max_batches)
         return {"train_agreement": fid["agreement"], "train_kl": fid["kl"]}
 

@@ -32,15 +32,22 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from kdlab.data.augment import crop_flip_views, normalize
+from kdlab.data.module import TrainSplit
 from kdlab.models.export import save_atomic
 from kdlab.utils.safe_load import UnreadableFile, load_weights
 
 log = logging.getLogger(__name__)
 
 
-def num_views(padding: int = 4) -> int:
-    """``(2p+1)² · 2`` crop offsets × flips."""
-    return (2 * padding + 1) ** 2 * 2
+def num_views(padding: int = 4, flip: bool = True) -> int:
+    """``(2p+1)²`` crop offsets, × 2 with flips."""
+    return (2 * padding + 1) ** 2 * (2 if flip else 1)
+
+
+def view_ids(padding: int = 4, flip: bool = True) -> Tensor:
+    """The view ids a pipeline can yield, in table order (without flips: the even ids)."""
+    ids = torch.arange(num_views(padding, True))
+    return ids if flip else ids[0::2]
 
 
 def view_id(dy: Tensor, dx: Tensor, flip: Tensor, padding: int = 4) -> Tensor:
@@ -64,13 +71,19 @@ class TeacherCache(nn.Module):
     image), what train-set fidelity reads.
     """
 
-    def __init__(self, table: Tensor, path: Path | None = None, padding: int = 4) -> None:
+    def __init__(
+        self, table: Tensor, path: Path | None = None, padding: int = 4, flip: bool = True
+    ) -> None:
         super().__init__()
         if table.dim() not in (2, 3):
             raise ValueError(f"a teacher cache table is [N, C] or [N, V, C], got {table.shape}")
         dtype = torch.float16 if table.dim() == 3 else torch.float32
         self.register_buffer("table", table.to(dtype), persistent=False)
-        self.path, self.padding = path, padding
+        self.path, self.padding, self.flip = path, padding, flip
+
+    def _slot(self, view: Tensor) -> Tensor:
+        """Table column of a view id (without flips only the even ids occur)."""
+        return view if self.flip else view // 2
 
     @property
     def has_views(self) -> bool:
@@ -88,7 +101,7 @@ class TeacherCache(nn.Module):
             return self.table
         p = self.padding
         centre = view_id(torch.tensor(p), torch.tensor(p), torch.tensor(False), p)
-        return self.table[:, int(centre)].float()
+        return self.table[:, int(self._slot(centre))].float()
 
     def lookup(self, index: Tensor, view: Tensor | None = None) -> Tensor:
         if index is None:
@@ -99,26 +112,23 @@ class TeacherCache(nn.Module):
             return self.table[index]
         if view is None:
             raise ValueError("the view cache needs each image's view id: use data.pipeline=device")
-        return self.table[index, view].float()
+        return self.table[index, self._slot(view)].float()
 
     def __len__(self) -> int:
         return self.table.shape[0]
 
 
-def cache_key(teacher_sha256: list[str], datamodule, *extra: object) -> str:
+def cache_key(teacher_sha256: list[str], split: TrainSplit, *extra: object) -> str:
     """16 hex digits identifying (teacher weights, dataset, ``extra``, normalisation, split).
 
-    Shared by both tables (``extra`` is the view table's padding), so both go stale under
-    exactly the same changes.
+    Shared by both tables (``extra`` is the view table's padding, and ``noflip`` when the run
+    does not flip), so both go stale under exactly the same changes.
     """
-    if not datamodule.splits:
-        datamodule.setup()
-    images, labels = datamodule.splits["train"]
     h = hashlib.sha256()
-    parts = (*teacher_sha256, datamodule.name, *extra, repr(datamodule.mean), repr(datamodule.std))
+    parts = (*teacher_sha256, split.dataset, *extra, repr(split.mean), repr(split.std))
     for part in parts:
         h.update(str(part).encode() + b"\0")
-    for arr in (datamodule.train_indices, images, labels):
+    for arr in (split.indices, split.images, split.labels):
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()[:16]
 
@@ -129,16 +139,17 @@ def _sha256s(teacher, what: str) -> list[str]:
     return [s["sha256"] for s in teacher.sources]
 
 
-def cache_path(teacher, datamodule) -> Path:
+def cache_path(teacher, split: TrainSplit) -> Path:
     """``<first teacher ckpt>.logits-<dataset>-<key>.pt``."""
-    key = cache_key(_sha256s(teacher, "teacher_cache"), datamodule)
+    key = cache_key(_sha256s(teacher, "teacher_cache"), split)
     first = Path(teacher.sources[0]["path"])
-    return first.with_name(f"{first.name}.logits-{datamodule.name}-{key}.pt")
+    return first.with_name(f"{first.name}.logits-{split.dataset}-{key}.pt")
 
 
-def view_cache_path(teacher, datamodule, padding: int = 4) -> Path:
+def view_cache_path(teacher, split: TrainSplit) -> Path:
     """``<dir of the first teacher checkpoint>/viewcache-<key>.pt``."""
-    key = cache_key(_sha256s(teacher, "view_cache"), datamodule, padding)
+    extra = (split.augment.crop_padding,) + (() if split.augment.flip else ("noflip",))
+    key = cache_key(_sha256s(teacher, "view_cache"), split, *extra)
     return Path(teacher.sources[0]["path"]).parent / f"viewcache-{key}.pt"
 
 
@@ -172,13 +183,13 @@ def load_or_compute(
     return logits
 
 
-def check_cacheable(datamodule) -> None:
+def check_cacheable(split: TrainSplit) -> None:
     """Refuse settings under which cached un-augmented logits would be wrong targets."""
     problems = []
-    if datamodule.augment:
-        problems.append("data.augment=true (random crops/flips)")
-    if datamodule.mixup_alpha > 0:
-        problems.append(f"data.mixup_alpha={datamodule.mixup_alpha} (MixUp)")
+    if split.augment.active:
+        problems.append("data.augment on (random crops/flips)")
+    if split.mixup_alpha > 0:
+        problems.append(f"data.mixup_alpha={split.mixup_alpha} (MixUp)")
     if problems:
         raise ValueError(
             f"teacher_cache=true is refused with {' and '.join(problems)}: cached logits of the "
@@ -188,37 +199,41 @@ def check_cacheable(datamodule) -> None:
         )
 
 
-@torch.no_grad()
-def compute_logits(teacher: nn.Module, loader, device: torch.device | str) -> Tensor:
-    """The teacher's float32 logits over ``loader`` (in order), on the CPU."""
+@torch.inference_mode()
+def compute_logits(
+    teacher: nn.Module, split: TrainSplit, device: torch.device | str, batch_size: int = 512
+) -> Tensor:
+    """The teacher's float32 logits of the un-augmented training images (in order), on the CPU."""
     teacher.eval().to(device)
-    return torch.cat([teacher(batch.x.to(device)).float().cpu() for batch in loader])
+    x = torch.from_numpy(split.images).permute(0, 3, 1, 2)
+    out = []
+    for start in range(0, len(x), batch_size):
+        batch = normalize(x[start : start + batch_size].to(device), split.mean, split.std)
+        out.append(teacher(batch).float().cpu())
+    return torch.cat(out)
 
 
-def build_logit_cache(teacher, datamodule, device: torch.device | str = "cpu") -> TeacherCache:
+def build_logit_cache(teacher, split: TrainSplit, device: torch.device | str = "cpu") -> TeacherCache:
     """Load the un-augmented cache file for (teacher, data) or compute and store it."""
-    check_cacheable(datamodule)
-    path = cache_path(teacher, datamodule)
-
-    def compute() -> Tensor:
-        with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global
-            return compute_logits(teacher, datamodule.loader("train"), device)  # RNG: keep order
-
-    shape = (len(datamodule.splits["train"][1]), teacher.num_classes)
-    meta = {"dataset": datamodule.name, "teacher": _sha256s(teacher, "teacher_cache")}
-    return TeacherCache(load_or_compute(path, shape, compute, meta, "teacher-logit cache"), path)
+    check_cacheable(split)
+    path = cache_path(teacher, split)
+    shape = (len(split.labels), teacher.num_classes)
+    meta = {"dataset": split.dataset, "teacher": _sha256s(teacher, "teacher_cache")}
+    table = load_or_compute(path, shape, lambda: compute_logits(teacher, split, device), meta,
+                            "teacher-logit cache")
+    return TeacherCache(table, path)
 
 
 @torch.inference_mode()
 def compute_view_logits(
     teacher: nn.Module, images: Tensor, mean, std, padding: int = 4, batch_size: int = 1024,
-    device: torch.device | str = "cpu", progress: bool = True,
-) -> Tensor:  # fmt: skip
+    device: torch.device | str = "cpu", progress: bool = True, flip: bool = True,
+) -> Tensor:
     """fp16 logits ``[N, V, C]`` of every view of every image (uint8 ``N×3×H×W``), on the CPU."""
     device = torch.device(device)
     teacher.eval().to(device)
-    n, nv = images.shape[0], num_views(padding)
-    dy, dx, flip = view_params(torch.arange(nv, device=device), padding)
+    n, nv = images.shape[0], num_views(padding, flip)
+    dy, dx, flips = view_params(view_ids(padding, flip).to(device), padding)
     per = max(1, batch_size // nv)  # images per forward (all their views together)
     out = None
     bar = tqdm(total=n * nv, desc="view cache", unit="view", disable=not progress)
@@ -226,7 +241,7 @@ def compute_view_logits(
         x = images[start : start + per].to(device)
         b = x.shape[0]
         rep = x.repeat_interleave(nv, dim=0)
-        v = crop_flip_views(rep, dy.repeat(b), dx.repeat(b), flip.repeat(b), padding)
+        v = crop_flip_views(rep, dy.repeat(b), dx.repeat(b), flips.repeat(b), padding)
         logits = teacher(normalize(v, mean, std)).float().reshape(b, nv, -1)
         if out is None:
             out = torch.empty(n, nv, logits.shape[-1], dtype=torch.float16)
@@ -237,33 +252,65 @@ def compute_view_logits(
 
 
 def build_view_cache(
-    teacher, datamodule, device: torch.device | str = "cpu", progress: bool = True
+    teacher, split: TrainSplit, device: torch.device | str = "cpu", progress: bool = True
 ) -> TeacherCache:
     """Load ``viewcache-<key>.pt`` for (teacher, data) or compute and store it."""
-    padding = datamodule.padding
-    path = view_cache_path(teacher, datamodule, padding)
-    images, labels = datamodule.splits["train"]
+    padding, flip = split.augment.crop_padding, split.augment.flip
+    path = view_cache_path(teacher, split)
 
     def compute() -> Tensor:
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        x = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous()
         return compute_view_logits(
-            teacher, x, datamodule.mean, datamodule.std, padding, device=device, progress=progress
+            teacher, x, split.mean, split.std, padding, device=device, progress=progress, flip=flip
         )
 
-    shape = (len(labels), num_views(padding), teacher.num_classes)
-    meta = {"dataset": datamodule.name, "padding": padding,
-            "teacher": _sha256s(teacher, "view_cache")}  # fmt: skip
-    return TeacherCache(load_or_compute(path, shape, compute, meta, "view cache"), path, padding)
+    shape = (len(split.labels), num_views(padding, flip), teacher.num_classes)
+    meta = {"dataset": split.dataset, "padding": padding, "flip": flip,
+            "teacher": _sha256s(teacher, "view_cache")}
+    table = load_or_compute(path, shape, compute, meta, "view cache")
+    return TeacherCache(table, path, padding, flip)
 
 
-def view_cache_fallback(loss, datamodule) -> str | None:
+def view_cache_fallback(loss, split: TrainSplit) -> str | None:
     """Why the view cache cannot serve this run exactly (None: it can)."""
     if getattr(loss, "uses_features", False):
         return f"the loss needs teacher features {list(loss.teacher_stages)}"
-    if datamodule.pipeline != "device":
+    if split.pipeline != "device":
         return "data.pipeline=dataloader does not report each image's view (use device)"
-    if not datamodule.augment:
-        return "data.augment=false (no views; teacher_cache=true caches un-augmented logits)"
-    if datamodule.mixup_alpha > 0:
-        return f"MixUp (data.mixup_alpha={datamodule.mixup_alpha}) mixes views"
+    if not split.augment.active:
+        return "data.augment is off (no views; teacher_cache=true caches un-augmented logits)"
+    if split.mixup_alpha > 0:
+        return f"MixUp (data.mixup_alpha={split.mixup_alpha}) mixes views"
     return None
+
+
+def attach(teacher, loss, datamodule, logits: bool, views: bool, device) -> None:
+    """Put the requested cache behind ``teacher`` (its ``predict`` then looks training rows up),
+    or say why the online teacher runs instead. Either way the log names the path that runs."""
+    if not (logits or views):
+        return
+    if loss.uses_features:
+        what = "teacher_cache" if logits else "view_cache"
+        reason = f"the loss needs teacher features {list(loss.teacher_stages)}"
+        if logits:
+            raise ValueError(
+                f"teacher_cache holds logits only; {reason}: set teacher_cache=false"
+            )
+        log.warning("%s=true: teacher logits from the online teacher, because %s", what, reason)
+        return
+    split = datamodule.train_split()
+    if logits:
+        table = build_logit_cache(teacher, split, device)
+        log.info("teacher logits: from the teacher-logit cache %s", table.path)
+    else:
+        reason = view_cache_fallback(loss, split)
+        if reason is not None:
+            log.warning("view_cache=true: teacher logits from the online teacher, because %s",
+                        reason)
+            return
+        table = build_view_cache(teacher, split, device)
+        log.info(
+            "teacher logits: from the view cache %s (%d views per image; the loss reads logits only)",
+            table.path, table.table.shape[1],
+        )
+    teacher.use_cache(table)

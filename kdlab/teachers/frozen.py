@@ -46,6 +46,12 @@ class _Frozen(nn.Module):
         self.fast = {"fold_bn": fold_bn, "channels_last": channels_last, "compile": compile,
                      "vmap": vmap}  # fmt: skip
         self.prepared: dict[str, bool] | None = None
+        self.cache: nn.Module | None = None  # a teacher-logit table (kdlab.teachers.cache)
+
+    def use_cache(self, table: nn.Module | None) -> None:
+        """Serve the logits of training rows from ``table.lookup(index[, view])`` instead of
+        running (``None``: run again). Feature maps and images without an index always run."""
+        self.cache = table
 
     def freeze(self) -> None:
         for p in self.parameters():
@@ -91,12 +97,23 @@ class _Frozen(nn.Module):
             self.prepared["channels_last"] = self.channels_last
 
     @torch.no_grad()
-    def predict(self, x: Tensor, stages: bool = False, preact: bool = False):
+    def predict(
+        self,
+        x: Tensor,
+        stages: bool = False,
+        preact: bool = False,
+        index: Tensor | None = None,
+        view: Tensor | None = None,
+    ):
         """Logits (and stage maps) under ``inference_mode``, returned as normal tensors.
 
-        Cloning outside inference mode turns the outputs into ordinary tensors that a loss may
-        save for its backward pass (the student's gradient never flows into them).
+        With a cache and the batch's training-split ``index`` (and ``view`` ids for a view
+        cache) the logits are looked up instead of computed. Cloning outside inference mode
+        turns the outputs into ordinary tensors that a loss may save for its backward pass
+        (the student's gradient never flows into them).
         """
+        if self.cache is not None and not stages and index is not None:
+            return self.cache.lookup(index, view)
         with torch.inference_mode():
             out = self.forward_stages(x, preact=preact) if stages else self(x)
         if stages:
