@@ -241,6 +241,9 @@ def export_teacher(cfg: DictConfig, system, res: dict[str, Any]) -> Path:
         **{k: res[k] for k in keep},
         git_commit=git_commit(),
         run_dir=str(cfg.paths.output_dir),
+        # what the analysis commands need to read and normalise this dataset's test split
+        reader=OmegaConf.to_container(cfg.data.reader, resolve=True) if "reader" in cfg.data else None,
+        normalize=cfg.data.get("normalize", "dataset"),
     )
     log.info("teacher exported to %s", path)
     return path

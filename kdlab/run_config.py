@@ -42,6 +42,10 @@ ADDED = {
     "data.image_size": (32,),
     "model.image_size": ("${data.image_size}", 32),
     "teacher.model.image_size": ("${data.image_size}", 32),
+    # the memory-format choice moved from the system into a callback of its own
+    "callbacks.fast_steps._target_": ("kdlab.systems.fast.FastSteps",),
+    "callbacks.fast_steps.channels_last": ("${channels_last}",),
+    "callbacks.fast_steps.compile": ("${compile}",),
 }
 # Settings whose form changed: old form → today's form.
 MOVED_TARGETS = {"kdlab.data.cifar.CIFARDataModule": "kdlab.data.module.ImageDataModule"}
@@ -75,7 +79,7 @@ def differences(old: DictConfig | dict, new: DictConfig | dict, skip: tuple[str,
         old = OmegaConf.to_container(old, resolve=False)
     if isinstance(new, DictConfig):
         new = OmegaConf.to_container(new, resolve=False)
-    a, b = _upgrade(_flat(old)), _flat(new)
+    a, b = _upgrade(_flat(old)), _upgrade(_flat(new))
     diffs = []
     for key in sorted(set(a) | set(b)):
         if _ignored(key, skip):

@@ -14,7 +14,7 @@ from kdlab.distill.feature import FeatureKD
 from kdlab.distill.logit import LogitKD
 from kdlab.models.memory_format import resolve_channels_last
 from kdlab.models.preresnet import preresnet20
-from kdlab.systems import Distiller
+from kdlab.systems import Distiller, fast
 from kdlab.teachers import EnsembleTeacher, FrozenTeacher, StackedMembers
 
 REPO_CONF = "conf/train.yaml"
@@ -40,8 +40,8 @@ def test_fold_replaces_running_teacher_keeps_trained_members():
     x = torch.randn(4, 3, 32, 32)
     ref = teacher(x)
     original = teacher.net
-    system = _distiller(teacher, channels_last=False)  # the memory format is chosen apart
-    done = system.prepare("cpu")
+    system = _distiller(teacher)
+    done = fast.prepare(system, "cpu", channels_last=False)
     assert done["teacher_fold_bn"] and not done["compile"] and not done["channels_last"]
     assert teacher.net is not original  # the folded copy runs
     assert teacher.members[0] is original  # trained weights kept for params / init proximity
@@ -55,7 +55,7 @@ def test_inference_mode_teacher_trains(loss):
     """Teacher outputs made under inference_mode feed a loss whose backward works."""
     crit = LogitKD(0.5, 4.0) if loss == "logit" else FeatureKD(0.5, 0.5, ["layer2", "layer3"])
     system = _distiller(FrozenTeacher(_net(1)), crit)
-    system.prepare("cpu")
+    fast.prepare(system, "cpu")
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     _, terms = system.compute_losses(x, y)
     terms["loss"].backward()
@@ -74,7 +74,7 @@ def test_vmap_ensemble_equals_loop():
         ref_members, ref = loop.forward_members(x), loop(x)
     torch.testing.assert_close(StackedMembers(nets)(x), ref_members, atol=1e-5, rtol=1e-5)
     system = _distiller(EnsembleTeacher([_net(s) for s in range(3)], vmap=True))
-    done = system.prepare("cpu")
+    done = fast.prepare(system, "cpu")
     assert done["teacher_vmap"] and isinstance(system.teacher.stacked, StackedMembers)
     with torch.inference_mode():
         torch.testing.assert_close(system.teacher(x), ref, atol=1e-4, rtol=1e-4)
@@ -92,10 +92,10 @@ def test_channels_last_same_outputs_and_auto():
     with pytest.raises(ValueError, match="channels_last"):
         resolve_channels_last("yes", "cpu")
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
-    a = _distiller(FrozenTeacher(_net(1), channels_last=False), channels_last=False)
-    b = _distiller(FrozenTeacher(_net(1), channels_last=True), channels_last=True)
-    a.prepare("cpu")
-    b.prepare("cpu")
+    a = _distiller(FrozenTeacher(_net(1), channels_last=False))
+    b = _distiller(FrozenTeacher(_net(1), channels_last=True))
+    fast.prepare(a, "cpu", channels_last=False)
+    fast.prepare(b, "cpu", channels_last=True)
     assert b.input_format == torch.channels_last
     assert b.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     la, ta = a.compute_losses(x, y)
@@ -131,16 +131,22 @@ def test_config_defaults_fast_and_safe():
 
 
 def test_a_resumed_run_keeps_the_memory_formats_of_its_checkpoint():
-    first = _distiller(FrozenTeacher(_net(1), channels_last=True), channels_last=True)
-    first.prepare("cpu")
+    first = _distiller(FrozenTeacher(_net(1), channels_last=True))
+    saving = fast.FastSteps(channels_last=True)
+    fast.prepare(first, "cpu", channels_last=True)
     ckpt = {"state_dict": first.state_dict()}
-    first.on_save_checkpoint(ckpt)
-    assert ckpt[first.FORMATS] == {"student": True, "teacher": True}
+    saving.on_save_checkpoint(None, first, ckpt)
+    assert ckpt[fast.FORMATS] == {"student": True, "teacher": True}
     # a relaunch whose own choice would differ (another measurement) follows the checkpoint
-    again = _distiller(FrozenTeacher(_net(1), channels_last=False), channels_last=False)
-    again.prepare("cpu")
+    again = _distiller(FrozenTeacher(_net(1), channels_last=False))
+    fast.prepare(again, "cpu", channels_last=False)
     assert again.input_format == torch.contiguous_format and not again.teacher.channels_last
-    again.on_load_checkpoint(ckpt)
+    fast.FastSteps(channels_last=False).on_load_checkpoint(None, again, ckpt)
     assert again.input_format == torch.channels_last and again.teacher.channels_last
     assert again.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert again.describe()["channels_last"] is True
+
+
+def test_a_bad_memory_format_setting_fails_before_training():
+    with pytest.raises(ValueError, match="channels_last"):
+        fast.FastSteps(channels_last="sometimes")

@@ -118,8 +118,10 @@ def test_mixup_mixes_images_and_labels_consistently(tiny_cifar10):
 
 
 def test_logit_cache_refused_with_augmentation_or_mixup(tiny_cifar10):
-    with pytest.raises(ValueError, match="data.augment=true"):
-        check_cacheable(_dm(tiny_cifar10, augment=True))
+    with pytest.raises(ValueError, match="data.augment on"):
+        check_cacheable(_dm(tiny_cifar10, augment=True).train_split())
+    with pytest.raises(ValueError, match="data.augment on"):  # a flip alone is augmentation
+        check_cacheable(_dm(tiny_cifar10, augment={"crop_padding": 0, "flip": True}).train_split())
     with pytest.raises(ValueError, match="MixUp"):
-        check_cacheable(_dm(tiny_cifar10, augment=False, mixup_alpha=1.0))
-    check_cacheable(_dm(tiny_cifar10, augment=False))  # allowed
+        check_cacheable(_dm(tiny_cifar10, augment=False, mixup_alpha=1.0).train_split())
+    check_cacheable(_dm(tiny_cifar10, augment=False).train_split())  # allowed

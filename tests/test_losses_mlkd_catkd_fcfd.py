@@ -21,7 +21,7 @@ from kdlab.distill.catkd import CATKD
 from kdlab.distill.fcfd import FCFD
 from kdlab.distill.mlkd import MLKD
 from kdlab.models.zoo import build
-from kdlab.systems import Distiller
+from kdlab.systems import Distiller, fast
 from kdlab.teachers import FrozenTeacher
 
 
@@ -269,7 +269,7 @@ def test_one_step_on_resnet56_resnet20_is_finite_with_gradients(method):
     teacher = FrozenTeacher(build("resnet56", 100))
     system = Distiller(build("resnet20", 100), teacher, loss,
                        partial(torch.optim.SGD, lr=0.05, momentum=0.9))  # fmt: skip
-    system.prepare("cpu")
+    fast.prepare(system, "cpu")
     opt = system.optimizer_factory(params=system.trainable_parameters())
     x, xs = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
     _, terms = system.compute_losses(x, torch.arange(8) % 100, torch.arange(8), None, xs)
@@ -293,7 +293,7 @@ def test_one_cuda_step_under_deterministic_algorithms_and_bf16(method):
     root.distill = OmegaConf.load(CONF_DIR / "distill" / f"{method}.yaml")
     system = Distiller(build("resnet20", 100), FrozenTeacher(build("resnet56", 100)),
                        instantiate(root.distill), partial(torch.optim.SGD, lr=0.05))  # fmt: skip
-    system.prepare("cuda")
+    fast.prepare(system, "cuda")
     system.cuda()
     x, xs = torch.randn(8, 3, 32, 32, device="cuda"), torch.randn(8, 3, 32, 32, device="cuda")
     was = torch.are_deterministic_algorithms_enabled()

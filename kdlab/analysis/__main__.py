@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdlab.data.readers import BUILTIN
+
 
 def _default_root() -> str:
     return os.environ.get("KDLAB_DATA", "data")
@@ -26,12 +28,12 @@ def temperature_parser() -> argparse.ArgumentParser:
         "--ckpt", required=True, help="teacher export (teachers/<dataset>/<arch>/seed<k>.ckpt)"
     )
     p.add_argument(
-        "--data-root", default=_default_root(), help="CIFAR root (default: $KDLAB_DATA or ./data)"
+        "--data-root", default=_default_root(), help="dataset root (default: $KDLAB_DATA or ./data)"
     )
     p.add_argument("--index", type=int, default=0, help="test image index (default 0)")
     p.add_argument("--temps", type=float, nargs="+", default=[1.0, 5.0, 10.0], help="temperatures")
     p.add_argument(
-        "--dataset", choices=["cifar10", "cifar100"], help="override the export's dataset"
+        "--dataset", choices=BUILTIN, help="override the export's dataset (one kdlab ships)"
     )
     p.add_argument("--out", default="temperature.png", help="PNG to write")
     p.add_argument("--verify", choices=["md5", "structure"], default="md5",
@@ -46,11 +48,11 @@ def agreement_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("ckpts", nargs="+", metavar="CKPT", help="two or more teacher exports")
     p.add_argument(
-        "--data-root", default=_default_root(), help="CIFAR root (default: $KDLAB_DATA or ./data)"
+        "--data-root", default=_default_root(), help="dataset root (default: $KDLAB_DATA or ./data)"
     )
     p.add_argument("--limit", type=int, help="use only the first N test images")
     p.add_argument(
-        "--dataset", choices=["cifar10", "cifar100"], help="override the exports' dataset"
+        "--dataset", choices=BUILTIN, help="override the exports' dataset (one kdlab ships)"
     )
     p.add_argument("--out", help="also write the markdown table to this file")
     p.add_argument("--verify", choices=["md5", "structure"], default="md5",

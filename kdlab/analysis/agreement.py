@@ -17,7 +17,7 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlab.analysis.testset import infer_dataset, load_test, predict
+from kdlab.analysis.testset import export_reader, load_test, predict
 from kdlab.models.export import load_exported, read_checkpoint
 from kdlab.report import fmt
 from kdlab.report.stats import MeanStd, mean_std
@@ -80,20 +80,21 @@ def teacher_agreement(
     """
     if len(ckpts) < 2:
         raise ValueError(f"agreement needs at least two teacher checkpoints, got {len(ckpts)}")
-    nets, datasets, norms = [], set(), set()
+    nets, readers, norms = [], {}, set()
     for c in ckpts:
         meta = read_checkpoint(c)
         net = load_exported(c)
-        datasets.add(dataset or infer_dataset(meta, net, c))
+        reader = export_reader(meta, net, c, dataset)
+        readers[reader.name] = reader
         norms.add(meta.get("normalize") or "dataset")
         nets.append(net)
-    if len(datasets) > 1 or len({n.num_classes for n in nets}) > 1 or len(norms) > 1:
+    if len(readers) > 1 or len({n.num_classes for n in nets}) > 1 or len(norms) > 1:
         raise ValueError(
-            f"teachers disagree on dataset {sorted(datasets)}, classes "
+            f"teachers disagree on dataset {sorted(readers)}, classes "
             f"{sorted({n.num_classes for n in nets})} or normalisation {sorted(norms)}; "
             f"compare teachers of one dataset"
         )
-    _, x, y = load_test(data_root, datasets.pop(), limit, norms.pop(), verify)
+    _, x, y = load_test(data_root, readers.popitem()[1], limit, norms.pop(), verify)
     names = [_short(Path(c), ckpts) for c in ckpts]
     return agreement_from_logits(names, [predict(n, x) for n in nets], y)
 

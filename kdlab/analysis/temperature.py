@@ -19,8 +19,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from kdlab.analysis.testset import infer_dataset, load_test, predict  # noqa: E402
-from kdlab.data.layout import LAYOUTS  # noqa: E402
+from kdlab.analysis.testset import export_reader, load_test, predict  # noqa: E402
 from kdlab.models.export import load_exported, read_checkpoint  # noqa: E402
 
 TEMPERATURES = (1.0, 5.0, 10.0)
@@ -89,14 +88,16 @@ def plot_temperature(
         raise ValueError(f"temperatures must be > 0, got {list(temps)}")
     meta = read_checkpoint(ckpt)
     net = load_exported(ckpt)
-    dataset = dataset or infer_dataset(meta, net, ckpt)
+    reader = export_reader(meta, net, ckpt, dataset)
     normalize = meta.get("normalize") or "dataset"
-    images, x, y = load_test(data_root, dataset, normalize=normalize, verify=verify)
+    images, x, y = load_test(data_root, reader, normalize_as=normalize, verify=verify)
     if not 0 <= index < len(y):
         raise ValueError(f"--index {index} is outside the test set of {len(y)} images")
     logits = predict(net, x[index : index + 1])[0]
     probs = softened(logits, temps)
-    fig = temperature_figure(probs, temps, images[index], int(y[index]), LAYOUTS[dataset].classes)
+    fig = temperature_figure(
+        probs, temps, images[index], int(y[index]), reader.classes(data_root)
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI)

@@ -125,7 +125,7 @@ def run(a: argparse.Namespace) -> dict:
                 )
                 if method == "logit_viewcache":
                     S.attach_random_view_cache(system, n)
-                opt = S.prepare(system, device)
+                opt = S.prepare(system, device, compile=mode == "compiled")
                 step = S.make_step(system, opt, device, amp)
                 loader = S.make_loader(pipe, images, labels, b, device, a.workers)
                 it = S.endless(loader)

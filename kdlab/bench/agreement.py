@@ -22,6 +22,7 @@ import torch
 
 from kdlab.bench import steps as S
 from kdlab.bench.pairs import PAIRS
+from kdlab.systems import fast
 
 TOLERANCE = 0.02
 
@@ -40,7 +41,7 @@ def loss_agreement(
     """fp32 and bf16-autocast loss terms of one batch for ``method`` on ``pair``."""
     t_arch, s_arch = PAIRS[pair]
     system = S.build_pair_system(method, t_arch, s_arch, len(images), device=device)
-    system.prepare(device.type)
+    fast.prepare(system, device.type)
     system.to(device).train()
     b = S.to_device(next(iter(S.make_loader("device", images, labels, batch, device, 0))), device)
     x = b.x.contiguous(memory_format=system.input_format)

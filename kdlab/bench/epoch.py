@@ -26,7 +26,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from kdlab import CONF_DIR
 
@@ -77,21 +76,21 @@ def kdlab_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch:
 def plain_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch: int,
                  train_batches: int | None = None) -> dict:  # fmt: skip
     """The same network, loaders and optimiser in a hand-written loop (no framework at all)."""
+    from hydra import compose, initialize_config_dir
+
     from kdlab.utils.resolvers import register
 
-    register()  # the data config's own resolvers (kdlab.strong_view, …)
-    cfg = OmegaConf.load(CONF_DIR / "data" / "cifar10.yaml")
-    cfg.merge_with(OmegaConf.from_dotlist([d.removeprefix("data.") for d in data]))
-    root = OmegaConf.create({"paths": {"root": "."}, "seed": 0, "data": cfg})
-    root.data.merge_with({"augment": False, "batch_size": batch, "pipeline": pipeline,
-                          "num_workers": 0, "seed": 0})  # fmt: skip
+    register()  # the configs' own resolvers (kdlab.strong_view, …)
+    overrides = ["+experiment=baseline_cnn", f"model={model}", *data, "data.augment=false",
+                 f"data.batch_size={batch}", f"data.pipeline={pipeline}", "data.num_workers=0",
+                 "seed=0", "paths.root=."]  # fmt: skip
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        root = compose("train", overrides=overrides)
     dm = instantiate(root.data)
     dm.setup()
-    model_root = OmegaConf.create({"data": OmegaConf.to_container(root.data, resolve=True)})
-    model_root.model = OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    net = instantiate(model_root.model).to(device)
+    net = instantiate(root.model).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     times, images, val_acc = [], [], []
     for _ in range(epochs):

@@ -84,14 +84,14 @@ def step_row(
     def work() -> dict:
         system = S.build_pair_system(method, t_arch, s_arch, len(images), mode == "compiled",
                                      device)  # fmt: skip
-        opt = S.prepare(system, device)
+        opt = S.prepare(system, device, compile=mode == "compiled")
         amp = PRECISIONS[precision] is not None
         step = S.make_step(system, opt, device, amp)
         strong = bool(getattr(system.criterion, "needs_strong_view", False))
         it = S.endless(S.make_loader("device", images, labels, batch, device, 0,
                                      strong_view=strong))  # fmt: skip
         res = S.time_it(lambda: step(next(it)), batch, device, *timing)
-        return res | {"prepared": system.prepared}
+        return res | {"prepared": system.memory_formats() | {"compile": mode == "compiled"}}
 
     name = f"pair/{pair}/{method}/{precision}/{mode}" + ("/deterministic" if deterministic else "")
     return _row(name, work, device, **info)

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 
 from kdlab import CONF_DIR
 from kdlab.data.batch import Batch, collate
-from kdlab.data.cifar import ArrayDataset
 from kdlab.data.device import DeviceLoader
+from kdlab.data.module import ArrayDataset
 from kdlab.data.readers.cifar import CIFARReader
 from kdlab.data.transforms import build_strong_transform, build_transform
 from kdlab.distill.feature import FeatureKD
@@ -30,7 +30,7 @@ from kdlab.distill.logit import LogitKD
 from kdlab.models.cnn import small_cnn
 from kdlab.models.preresnet import preresnet20
 from kdlab.models.resnet import resnet18, resnet50
-from kdlab.systems import Classifier, Distiller
+from kdlab.systems import Classifier, Distiller, fast
 from kdlab.teachers import EnsembleTeacher, FrozenTeacher
 from kdlab.teachers.cache import TeacherCache, num_views
 
@@ -63,7 +63,7 @@ def build_system(method: str, size: str, num_classes: int = 10, compile: bool = 
     teacher_fn = MODELS[size]["teacher"][1]
     opt = partial(torch.optim.SGD, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     if method == "baseline":
-        return Classifier(student, opt, grad_clip=1.0, compile=compile)
+        return Classifier(student, opt, grad_clip=1.0)
     if method == "ensemble3":
         teacher = EnsembleTeacher(
             [random_bn(teacher_fn(num_classes=num_classes), s) for s in range(3)],
@@ -76,7 +76,7 @@ def build_system(method: str, size: str, num_classes: int = 10, compile: bool = 
         loss = FeatureKD(alpha=0.5, beta=0.5, stages=stages)
     else:
         loss = LogitKD(alpha=0.5, temperature=4.0)
-    return Distiller(student, teacher, loss, opt, grad_clip=1.0, compile=compile)
+    return Distiller(student, teacher, loss, opt, grad_clip=1.0)
 
 
 ZOO_PAIRS = {  # (teacher, student) of the CIFAR-100 benchmark timed by the zoo rows
@@ -108,7 +108,7 @@ def build_pair_system(
     torch.manual_seed(0)
     opt = partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
     if method == "baseline":
-        return Classifier(build(student_arch, 100), opt, compile=compile)
+        return Classifier(build(student_arch, 100), opt)
     name = method.removesuffix("_viewcache")
     root = OmegaConf.create({"label_smoothing": 0.0, "alpha": 0.9, "temperature": 4})
     root.distill = OmegaConf.load(CONF_DIR / "distill" / f"{name}.yaml")
@@ -119,7 +119,7 @@ def build_pair_system(
         root.distill.terms.crd.nce_k = min(16384, n_train - 100)
     loss = instantiate(root.distill)
     teacher = FrozenTeacher(random_bn(build(teacher_arch, 100), 0), compile=compile)
-    system = Distiller(build(student_arch, 100), teacher, loss, opt, compile=compile)
+    system = Distiller(build(student_arch, 100), teacher, loss, opt)
     system.criterion.bind_data(torch.arange(n_train) % 100)
     if method.endswith("_viewcache"):
         attach_random_view_cache(system, n_train, num_classes=100, device=device)
@@ -182,8 +182,9 @@ def make_step(system, optimizer, device: torch.device, amp: bool) -> Callable:
     return step
 
 
-def prepare(system, device: torch.device) -> torch.optim.Optimizer:
-    system.prepare(device.type)
+def prepare(system, device: torch.device, compile: bool = False) -> torch.optim.Optimizer:
+    """The system in its fast form for ``device`` (kdlab.systems.fast), and its optimiser."""
+    fast.prepare(system, device.type, compile=compile)
     system.to(device)
     return system.optimizer_factory(params=system.trainable_parameters())
 

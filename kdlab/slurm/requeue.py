@@ -25,7 +25,7 @@ process, recorded in the run folder, resumed from ``checkpoints/last.ckpt``.
 
 Order of events on a time limit (``#SBATCH --signal=USR1@signal_delay_s``): slurmctld sends
 ``SIGUSR1`` to every process of the job step 0–30 s before ``limit − signal_delay_s`` (it checks
-limits every 30 s); DataLoader workers ignore it (``kdlab.data.cifar.quiet_worker``); the training
+limits every 30 s); DataLoader workers ignore it (``kdlab.data.module.quiet_worker``); the training
 process requeues at the next batch boundary and stops; SLURM then sends ``SIGTERM`` (slurmstepd,
 and srun forwards another) and ``SIGKILL`` after ``KillWait``. The task stays PENDING for
 ``cred_expire + 1`` s (121 s by default), then re-runs the same pickled submitit call: the same

@@ -26,38 +26,40 @@ def build_system(
     scheduler: Callable | Mapping | None = None,
     loss: KDLoss | None = None,
     teacher: nn.Module | None = None,
-    label_smoothing: float = 0.0,
-    grad_clip: float | None = None,
-    clip_scope: str = "all",
-    lr_scale_factor: float = 1.0,
-    init_lambda: float | None = None,
+    training: Mapping[str, Any] | None = None,
+    student_init: Mapping[str, Any] | None = None,
     cka: Mapping[str, Any] | None = None,
-    logit_cache: bool = False,
-    view_cache: bool = False,
-    channels_last: bool | str = "auto",
-    compile: bool = False,
+    caches: Mapping[str, bool] | None = None,
 ) -> L.LightningModule:
     """A ``Distiller`` when ``loss`` is given (it then needs ``teacher``), else a ``Classifier``.
 
-    ``init_lambda`` starts the student at ``λ·θ_teacher + (1 − λ)·θ_random`` and scales the
-    learning rate by ``1 − λ`` (init proximity); ``scheduler`` may be an empty mapping
-    (``scheduler=none``: constant learning rate).
+    ``training`` holds how the student is trained beyond its optimiser (``label_smoothing``,
+    ``grad_clip``, ``clip_scope``, ``lr_scale_factor``); ``student_init.lambda`` starts the
+    student at ``λ·θ_teacher + (1 − λ)·θ_random`` and scales the learning rate by ``1 − λ``
+    (init proximity); ``caches`` asks for teacher-logit tables (``logits``: un-augmented,
+    ``views``: every crop/flip view). ``scheduler`` may be an empty mapping (``scheduler=none``:
+    constant learning rate).
     """
-    lam = None if init_lambda is None else validate_lambda(init_lambda)
+    training = dict(training or {})
+    unknown = set(training) - {"label_smoothing", "grad_clip", "clip_scope", "lr_scale_factor"}
+    if unknown:
+        raise ValueError(f"system.training has unknown settings {sorted(unknown)}")
+    init = dict(student_init or {})
+    lam = None if init.get("lambda") is None else validate_lambda(init["lambda"])
+    caches = {"logits": False, "views": False} | dict(caches or {})
     common = dict(
         optimizer=optimizer,
         scheduler=scheduler if callable(scheduler) else None,
-        grad_clip=grad_clip,
-        lr_scale=lr_scale_factor * lr_scale(lam),
-        channels_last=channels_last,
-        compile=compile,
+        grad_clip=training.get("grad_clip"),
+        lr_scale=training.get("lr_scale_factor", 1.0) * lr_scale(lam),
     )
     if loss is None:
         if lam is not None:
             raise ValueError("student_init.lambda needs a teacher: use a distillation experiment")
-        if logit_cache or view_cache:
+        if caches["logits"] or caches["views"]:
             raise ValueError("teacher_cache/view_cache need a distillation run (a teacher)")
-        return Classifier(net, criterion=CrossEntropy(label_smoothing), **common)
+        smoothing = training.get("label_smoothing", 0.0)
+        return Classifier(net, criterion=CrossEntropy(smoothing), **common)
     if teacher is None:
         raise ValueError("distill is set but no teacher: add teacher=<arch> (e.g. teacher=r50)")
     if lam is not None:
@@ -67,8 +69,8 @@ def build_system(
     cka = dict(cka or {})
     stages: Sequence[str] | None = cka.get("stages")
     return Distiller(
-        net, teacher, loss, clip_scope=clip_scope, cka=bool(cka.get("enabled")),
-        cka_stages=list(stages) if stages is not None else None,
-        cka_reduce=cka.get("reduce", "gap"), logit_cache=logit_cache, view_cache=view_cache,
-        **common,
-    )  # fmt: skip
+        net, teacher, loss, clip_scope=training.get("clip_scope", "all"),
+        cka=bool(cka.get("enabled")), cka_stages=list(stages) if stages is not None else None,
+        cka_reduce=cka.get("reduce", "gap"), logit_cache=bool(caches["logits"]),
+        view_cache=bool(caches["views"]), **common,
+    )

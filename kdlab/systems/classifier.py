@@ -22,7 +22,6 @@ from kdlab.metrics.classification import StageMetrics
 from kdlab.metrics.divergence import DivergenceWatch
 from kdlab.metrics.running import RunningMeans
 from kdlab.models.base import count_parameters
-from kdlab.models.memory_format import choose_channels_last, resolve_channels_last
 from kdlab.systems.gradients import (
     check_split_gradients,
     hand_over_distill_gradient,
@@ -42,13 +41,10 @@ class Classifier(L.LightningModule):
         criterion: nn.Module | None = None,
         grad_clip: float | None = None,
         lr_scale: float = 1.0,
-        channels_last: bool | str = "auto",
-        compile: bool = False,
     ) -> None:
         super().__init__()
         # Only scalars go to hparams: modules and factories are rebuilt from the Hydra config.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "criterion", "teacher"])
-        resolve_channels_last(channels_last, "cpu")  # a bad value fails here, before training
         if grad_clip is not None and grad_clip <= 0:
             raise ValueError(
                 f"grad_clip must be a positive max norm or null (off), got {grad_clip}"
@@ -65,8 +61,6 @@ class Classifier(L.LightningModule):
         self.scheduler_factory = scheduler
         self.grad_clip = grad_clip
         self.lr_scale = lr_scale
-        self.channels_last, self.compile_net = channels_last, compile
-        self.prepared: dict[str, bool] | None = None
         self.test_prefix = "test"  # use_test_prefix("test_final") for the final weights
         num_classes = net.num_classes
         self.train_stats = RunningMeans()
@@ -79,47 +73,18 @@ class Classifier(L.LightningModule):
         self.val_acc_best.persistent(True)  # survives resume (sanity checks never update it)
 
     has_teacher = False
-    # prepare() switches to torch.channels_last where chosen; contiguous_format is a no-op
+    # kdlab.systems.fast switches to torch.channels_last where chosen; contiguous is a no-op
     input_format = torch.contiguous_format
 
-    # -- set-up ----------------------------------------------------------------------------
-    def prepare(self, device_type: str | torch.device = "cpu") -> dict[str, bool]:
-        """Memory format and compilation of the network for the device (once)."""
-        if self.prepared is not None:
-            return self.prepared
-        device = device_type if isinstance(device_type, torch.device) else torch.device(device_type)
-        nhwc = choose_channels_last(self.channels_last, self.net, device)
-        self.use_memory_formats({"student": nhwc})
-        done = {"channels_last": nhwc, "compile": bool(self.compile_net)}
-        if done["compile"]:
-            self.net.compile()
-        self.prepared = done
-        return done
-
-    def setup(self, stage: str) -> None:
-        self.prepare(self.trainer.strategy.root_device)
-
-    # The two memory formats round differently: a resumed run keeps the one it started with,
-    # whatever a new measurement would choose.
-    FORMATS = "kdlab_memory_formats"
-
+    # -- memory format (chosen by kdlab.systems.fast, recorded in checkpoints) -----------------
     def memory_formats(self) -> dict[str, bool]:
-        """Which networks run channels_last (saved in every checkpoint)."""
+        """Which networks run channels_last."""
         return {"student": self.input_format == torch.channels_last}
 
     def use_memory_formats(self, formats: dict[str, bool]) -> None:
         nhwc = bool(formats.get("student", False))
         self.input_format = torch.channels_last if nhwc else torch.contiguous_format
         self.net.to(memory_format=self.input_format)
-        if self.prepared is not None:
-            self.prepared["channels_last"] = nhwc
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[self.FORMATS] = self.memory_formats()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.FORMATS in checkpoint:
-            self.use_memory_formats(checkpoint[self.FORMATS])
 
     def use_test_prefix(self, prefix: str) -> None:
         """Log the next test run as ``<prefix>/…`` (``test_final`` for the final weights)."""
@@ -132,7 +97,7 @@ class Classifier(L.LightningModule):
             "grad_clip": self.grad_clip,
             "student_params": count_parameters(self.net),
             "compression_ratio": None,
-            "channels_last": (self.prepared or {}).get("channels_last"),  # the format that ran
+            "channels_last": self.memory_formats()["student"],  # the format that ran
             "method_params": {},
             "method_label": None,
             "optimizer": optimizer_record(self.optimizer_factory),

@@ -57,17 +57,13 @@ class Distiller(Classifier):
         cka_reduce: str = "gap",
         logit_cache: bool = False,
         view_cache: bool = False,
-        channels_last: bool | str = "auto",
-        compile: bool = False,
     ) -> None:
         if clip_scope not in ("all", "student"):
             raise ValueError(
                 f"clip_scope must be 'all' (student + projection layers, the correct setting) or "
                 f"'student' (the published bug ablation), got {clip_scope!r}"
             )
-        super().__init__(
-            net, optimizer, scheduler, criterion, grad_clip, lr_scale, channels_last, compile
-        )
+        super().__init__(net, optimizer, scheduler, criterion, grad_clip, lr_scale)
         self.teacher = teacher
         self.clip_scope = clip_scope
         # an ensemble's members are also scored on test, so results show what was averaged
@@ -84,11 +80,6 @@ class Distiller(Classifier):
         self.cache_modes = {"logits": bool(logit_cache), "views": bool(view_cache)}
 
     # -- set-up ----------------------------------------------------------------------------
-    def prepare(self, device_type: str | torch.device = "cpu") -> dict[str, bool]:
-        """The student's memory format and compilation, and the teacher's fast inference path."""
-        done = dict(super().prepare(device_type))
-        return done | {f"teacher_{k}": v for k, v in self.teacher.prepare(device_type).items()}
-
     def setup(self, stage: str) -> None:
         super().setup(stage)
         labels = train_labels(self.trainer)

@@ -14,7 +14,7 @@ class Evaluator(Classifier):
 
     def __init__(self, net: nn.Module, teacher: nn.Module | None = None) -> None:
         self.has_teacher = teacher is not None  # read by Classifier when it builds the metrics
-        super().__init__(net, optimizer=_no_optimizer, channels_last=False)
+        super().__init__(net, optimizer=_no_optimizer)
         self.teacher = teacher.eval() if teacher is not None else None
 
     def eval_teacher_logits(self, x: Tensor, y: Tensor | None = None) -> Tensor | None:
