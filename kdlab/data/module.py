@@ -169,6 +169,7 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.num_classes={num_classes} but {self.name} has {reader.num_classes} classes"
             )
         self._num_classes = num_classes if reader.num_classes is None else reader.num_classes
+        self._classes_checked = reader.num_classes is not None
         if pipeline not in ("dataloader", "device"):
             raise ValueError(f"data.pipeline must be 'dataloader' or 'device', got {pipeline!r}")
         if not isinstance(val_size, int) or val_size < 1:
@@ -211,8 +212,17 @@ class ImageDataModule(L.LightningDataModule):
     # -- what the dataset is ---------------------------------------------------------------
     @property
     def num_classes(self) -> int:
-        if self._num_classes is None:
-            self._num_classes = len(self.reader.classes(self.root))
+        """The reader's class count, or that of the class folders it finds (which a declared
+        ``data.num_classes`` must equal: the network's output size is built from it)."""
+        if not self._classes_checked:
+            found = len(self.reader.classes(self.root))
+            if self._num_classes not in (None, found):
+                raise ValueError(
+                    f"data.num_classes={self._num_classes} but {self.name} has {found} classes "
+                    f"({self.reader.location(self.root)} under {self.root}); set "
+                    f"data.num_classes={found}"
+                )
+            self._num_classes, self._classes_checked = found, True
         return self._num_classes
 
     @property
