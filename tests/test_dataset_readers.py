@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from torchvision.datasets import SVHN, STL10, ImageFolder
+from torchvision.datasets import STL10, SVHN, ImageFolder
 
 from kdlab import CONF_DIR
 from kdlab.data.readers import DataError
@@ -21,7 +21,6 @@ from kdlab.data.readers.stl10 import STL10Reader
 from kdlab.data.readers.svhn import SVHNReader
 from kdlab.data.synthetic import fake_images, write_fake
 from kdlab.utils.resolvers import register
-
 from tests.conftest import read_results, run_train, tiny_overrides
 
 
@@ -141,7 +140,7 @@ def test_image_folder_mistakes_are_named(tmp_path):
     with pytest.raises(DataError, match="class folders \\['zebra'\\] that train/ does not have"):
         reader.read(tmp_path, "test")
     with pytest.raises(ValueError, match="data.num_classes=5 but image_folder has 2 classes"):
-        _data_module("image_folder", tmp_path, "data.num_classes=5", "data.image_size=16").num_classes
+        _data_module("image_folder", tmp_path, "data.num_classes=5", "data.image_size=16").setup()
     with pytest.raises(DataError, match="no folder .*train"):
         ImageFolderReader(16).classes(tmp_path / "nowhere")
 

@@ -214,6 +214,10 @@ class ImageDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         """The reader's class count, or that of the class folders it finds (which a declared
         ``data.num_classes`` must equal: the network's output size is built from it)."""
+        self._check_classes()
+        return self._num_classes
+
+    def _check_classes(self) -> None:
         if not self._classes_checked:
             found = len(self.reader.classes(self.root))
             if self._num_classes not in (None, found):
@@ -223,7 +227,6 @@ class ImageDataModule(L.LightningDataModule):
                     f"data.num_classes={found}"
                 )
             self._num_classes, self._classes_checked = found, True
-        return self._num_classes
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -343,6 +346,7 @@ class ImageDataModule(L.LightningDataModule):
         return x, y
 
     def setup(self, stage: str | None = None) -> None:
+        self._check_classes()  # before any network is trained on a wrong class count
         if stage in ("test", "predict"):  # evaluating a trained network needs no split
             if "test" not in self.splits:
                 self.splits["test"] = self._read("test")
