@@ -17,6 +17,7 @@ trained.
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,11 @@ def method_identity(cfg: DictConfig) -> dict[str, Any]:
     distill = cfg.get("distill")
     tree = config_tree(distill) if distill is not None else None
     method_params = params(tree)
-    return {**flat_hparams(method_params), "method_params": method_params,
-            "method_label": label(tree) if tree else None}  # fmt: skip
+    return {
+        **flat_hparams(method_params),
+        "method_params": method_params,
+        "method_label": label(tree) if tree else None,
+    }
 
 
 def identity(cfg: DictConfig, system=None) -> dict[str, Any]:
@@ -74,9 +78,13 @@ def identity(cfg: DictConfig, system=None) -> dict[str, Any]:
     if system is not None:
         info = system.describe()
         method_params = info["method_params"]
-        res |= {"teacher": info["teacher"], "student": system.net.arch,
-                **flat_hparams(method_params), "method_params": method_params,
-                "method_label": info["method_label"]}  # fmt: skip
+        res |= {
+            "teacher": info["teacher"],
+            "student": system.net.arch,
+            **flat_hparams(method_params),
+            "method_params": method_params,
+            "method_label": info["method_label"],
+        }
     else:
         try:
             res |= method_identity(cfg)
@@ -90,26 +98,46 @@ def identity(cfg: DictConfig, system=None) -> dict[str, Any]:
     except ValueError:  # a bad tag is what a failure record may be recording
         res |= {"tags": None, "debug": _get(cfg, "debug_preset")}
     # the identity keys first, in this order; method_params/label after the flat names
-    order = ["experiment", "dataset", "train_size", "teacher", "student", "method", "alpha",
-             "temperature", "beta", "seed", "epochs", "method_params", "method_label", "tags",
-             "debug"]  # fmt: skip
+    order = [
+        "experiment",
+        "dataset",
+        "train_size",
+        "teacher",
+        "student",
+        "method",
+        "alpha",
+        "temperature",
+        "beta",
+        "seed",
+        "epochs",
+        "method_params",
+        "method_label",
+        "tags",
+        "debug",
+    ]
     return {k: res[k] for k in order if k in res} | {k: v for k, v in res.items() if k not in order}
 
 
 def metric_results(best: dict, final: dict, with_teacher: bool, members: int) -> dict[str, Any]:
-    """Test metrics of the best-val weights (``test_*``) and the final ones (``*_final``)."""
-    names = ["acc", "nll", "ece"] + (["agreement", "kl"] if with_teacher else [])
-    res: dict[str, Any] = {}
-    for name in names:
-        res[f"test_{name}_best" if name == "acc" else f"test_{name}"] = best.get(f"test/{name}")
-    for name in names if final is not None else ():
-        res[f"test_{name}_final"] = final.get(f"test_final/{name}")
+    """Test metrics of the best-val weights (``test_*``) and the final ones (``*_final``):
+    every registered stage metric under its results key, then whatever else the test pass
+    logged (CKA of stage pairs, …) as ``test_<name>``."""
+    from kdlab.metrics.stage import registered
+
+    metrics = {k: c for k, c in registered().items() if with_teacher or not c.needs_teacher}
+    res: dict[str, Any] = {c.result_key(): best.get(f"test/{k}") for k, c in metrics.items()}
+    for k, c in metrics.items() if final is not None else ():
+        if c.final:
+            res[f"test_{k}_final"] = final.get(f"test_final/{k}")
     if with_teacher:
-        res["teacher_test_acc"] = best.get("test/teacher_acc")
         res["teacher_member_test_acc"] = (
             [best.get(f"test/teacher_acc_m{i}") for i in range(members)] if members > 1 else None
         )
-        res |= {f"test_{k[5:]}": v for k, v in best.items() if k.startswith("test/cka_")}
+    member = re.compile(r"teacher_acc_m\d+$")
+    for key, value in best.items():
+        name = key.removeprefix("test/")
+        if key.startswith("test/") and name not in registered() and not member.match(name):
+            res[f"test_{name}"] = value
     return res
 
 
@@ -204,9 +232,13 @@ def write_failure(cfg: DictConfig, err: BaseException, system=None, trainer=None
 
 
 def eval_record(
-    run_cfg: DictConfig | None, metrics: dict, with_teacher: bool, arch: str | None,
-    dataset: str, **fields: Any,
-) -> dict[str, Any]:  # fmt: skip
+    run_cfg: DictConfig | None,
+    metrics: dict,
+    with_teacher: bool,
+    arch: str | None,
+    dataset: str,
+    **fields: Any,
+) -> dict[str, Any]:
     """eval.json of ``python -m kdlab.eval``: the evaluated run's identity when the checkpoint
     belongs to a run, and its test metrics under the keys a run's record uses."""
     res = identity(run_cfg) if run_cfg is not None else {}
@@ -242,7 +274,9 @@ def export_teacher(cfg: DictConfig, system, res: dict[str, Any]) -> Path:
         git_commit=git_commit(),
         run_dir=str(cfg.paths.output_dir),
         # what the analysis commands need to read and normalise this dataset's test split
-        reader=OmegaConf.to_container(cfg.data.reader, resolve=True) if "reader" in cfg.data else None,
+        reader=OmegaConf.to_container(cfg.data.reader, resolve=True)
+        if "reader" in cfg.data
+        else None,
         normalize=cfg.data.get("normalize", "dataset"),
     )
     log.info("teacher exported to %s", path)

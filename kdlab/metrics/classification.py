@@ -7,12 +7,13 @@ KL(teacher ‖ student) at T = 1, mean per sample.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torchmetrics import MeanMetric, Metric
+from torch import Tensor
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 from torchmetrics.regression import KLDivergence
+
+from kdlab.metrics.stage import StageMetric, registered
 
 
 class PercentAccuracy(MulticlassAccuracy):
@@ -25,45 +26,95 @@ class PercentAccuracy(MulticlassAccuracy):
         return super().compute() * 100.0
 
 
-class StageMetrics(nn.Module):
-    """acc, nll (mean CE), ece and — with a teacher — agreement, kl and the teacher's acc."""
+class Accuracy(StageMetric, PercentAccuracy):
+    key, display, record = "acc", "Test acc (best val)", "test_acc_best"
+    final_display = "Test acc (final)"
+
+    @classmethod
+    def build(cls, num_classes: int) -> Accuracy:
+        return cls(num_classes)
+
+    def stage_update(self, logits, targets, t_logits, nll) -> None:
+        self.update(logits, targets)
+
+
+class Agreement(StageMetric, PercentAccuracy):
+    """Top-1 agreement of the student with the teacher's argmax."""
+
+    key, display, needs_teacher = "agreement", "Agreement", True
+
+    @classmethod
+    def build(cls, num_classes: int) -> Agreement:
+        return cls(num_classes)
+
+    def stage_update(self, logits, targets, t_logits, nll) -> None:
+        self.update(logits, t_logits.argmax(-1))
+
+
+class KL(StageMetric, KLDivergence):
+    """KL(teacher ‖ student) at T = 1, mean per sample."""
+
+    key, display, digits, needs_teacher = "kl", "KL", 3, True
+
+    @classmethod
+    def build(cls, num_classes: int) -> KL:
+        return cls(log_prob=True, reduction="mean")
+
+    def stage_update(self, logits, targets, t_logits, nll) -> None:
+        self.update(t_logits.log_softmax(-1), logits.log_softmax(-1))
+
+
+class NLL(StageMetric, MeanMetric):
+    """Mean cross-entropy of the hard labels."""
+
+    key, display, digits = "nll", "NLL", 3
+
+    def stage_update(self, logits, targets, t_logits, nll) -> None:
+        self.update(nll)
+
+
+class ECE(StageMetric, MulticlassCalibrationError):
+    """Expected calibration error, 10 equal-width bins, L1."""
+
+    key, display, digits = "ece", "ECE", 4
+
+    @classmethod
+    def build(cls, num_classes: int) -> ECE:
+        return cls(num_classes=num_classes, n_bins=10, norm="l1")
+
+    def stage_update(self, logits, targets, t_logits, nll) -> None:
+        self.update(logits.softmax(-1), targets)
+
+
+class TeacherAccuracy(StageMetric, PercentAccuracy):
+    key, display, needs_teacher = "teacher_acc", "Teacher acc", True
+    record, final = "teacher_test_acc", False  # the teacher is frozen: one value
+
+    @classmethod
+    def build(cls, num_classes: int) -> TeacherAccuracy:
+        return cls(num_classes)
+
+    def stage_update(self, logits, targets, t_logits, nll) -> None:
+        self.update(t_logits, targets)
+
+
+class StageMetrics(MetricCollection):
+    """Every registered stage metric (those that need a teacher only ``with_teacher``)."""
 
     def __init__(self, num_classes: int, with_teacher: bool) -> None:
-        super().__init__()
-        self.metrics = nn.ModuleDict(
-            {
-                "acc": PercentAccuracy(num_classes),
-                "nll": MeanMetric(),
-                "ece": MulticlassCalibrationError(num_classes=num_classes, n_bins=10, norm="l1"),
-            }
-        )
-        if with_teacher:
-            self.metrics["agreement"] = PercentAccuracy(num_classes)
-            self.metrics["kl"] = KLDivergence(log_prob=True, reduction="mean")
-            self.metrics["teacher_acc"] = PercentAccuracy(num_classes)
+        chosen = {
+            k: c.build(num_classes)
+            for k, c in registered().items()
+            if with_teacher or not c.needs_teacher
+        }
+        super().__init__(chosen, compute_groups=False)
 
     def update(self, logits: Tensor, targets: Tensor, t_logits: Tensor | None = None) -> Tensor:
         """Update every metric with one batch; returns the batch's CE loss."""
         logits = logits.float()
         nll = F.cross_entropy(logits, targets, reduction="none")
-        m = self.metrics
-        m["acc"].update(logits, targets)
-        m["nll"].update(nll)
-        m["ece"].update(logits.softmax(-1), targets)
-        if t_logits is not None and "agreement" in m:
-            t_logits = t_logits.float()
-            m["agreement"].update(logits, t_logits.argmax(-1))
-            m["kl"].update(t_logits.log_softmax(-1), logits.log_softmax(-1))
-            m["teacher_acc"].update(t_logits, targets)
+        t_logits = None if t_logits is None else t_logits.float()
+        for metric in self.values(copy_state=False):
+            if t_logits is not None or not metric.needs_teacher:
+                metric.stage_update(logits, targets, t_logits, nll)
         return nll.mean()
-
-    def items(self) -> list[tuple[str, Metric]]:
-        return list(self.metrics.items())
-
-    def __getitem__(self, name: str) -> Metric:
-        return self.metrics[name]
-
-    @torch.no_grad()
-    def reset(self) -> None:
-        for metric in self.metrics.values():
-            metric.reset()

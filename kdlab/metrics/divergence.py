@@ -45,8 +45,9 @@ class DivergenceWatch:
             self.first = torch.full((3,), -1, dtype=torch.long, device=device)
         order = torch.arange(len(self.names), device=device)
         first_bad = torch.where(bad, order, len(self.names)).min()
-        now = torch.stack([torch.tensor(step, device=device), first_bad,
-                           torch.tensor(epoch, device=device)])  # fmt: skip
+        now = torch.stack(
+            [torch.tensor(step, device=device), first_bad, torch.tensor(epoch, device=device)]
+        )
         self.first = torch.where(bad.any() & (self.first[0] < 0), now, self.first)
 
     def check(self) -> None:

@@ -58,9 +58,14 @@ def _run(argv: list[str]) -> int:
     from kdlab.utils.console import table_console
 
     make_report(
-        a.paths, a.out, console=table_console(), figures=not a.no_figures, reference=a.reference,
-        tags=a.tag, include_debug=a.include_debug,
-    )  # fmt: skip
+        a.paths,
+        a.out,
+        console=table_console(),
+        figures=not a.no_figures,
+        reference=a.reference,
+        tags=a.tag,
+        include_debug=a.include_debug,
+    )
     return 0
 
 

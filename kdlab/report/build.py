@@ -73,8 +73,10 @@ def make_report(
         print_terminal(groups, console)
         if ref is not None:
             print_reference(groups, ref, console)
-        console.print(f"{len(runs)} runs in {len(groups)} groups; wrote {csv_path}, {md_path}"
-                      f" and {len(pngs)} figure(s) to {out_dir}")  # fmt: skip
+        console.print(
+            f"{len(runs)} runs in {len(groups)} groups; wrote {csv_path}, {md_path}"
+            f" and {len(pngs)} figure(s) to {out_dir}"
+        )
         if problems:
             console.print(
                 f"[yellow]{len(problems)} run(s) skipped or missing (listed in {md_path})"

@@ -20,10 +20,7 @@ RESULTS_FILE = "results.json"
 ARCHIVE = "previous"  # kdlab.runs.archive moves earlier attempts of a run folder here
 # Without these a run cannot be grouped, paired by seed or ranked on val.
 REQUIRED_KEYS = ("dataset", "student", "method", "seed", "val_acc_best", "test_acc_best")
-NUMERIC_KEYS = (
-    "alpha", "temperature", "beta", "val_acc_best", "test_acc_best", "test_acc_final",
-    "test_nll", "test_ece", "test_agreement", "test_kl", "teacher_test_acc",
-)  # fmt: skip
+SETTINGS = ("alpha", "temperature", "beta")  # numbers the report groups and labels by
 
 
 class ReportWarning(UserWarning):
@@ -93,7 +90,14 @@ def _check(data: Any) -> str | None:
     absent = [k for k in REQUIRED_KEYS if data.get(k) is None]
     if absent:
         return f"lacks required key(s) {absent}"
-    for k in NUMERIC_KEYS + ("seed",):
+    from kdlab.report.stats import is_metric
+
+    numeric = [
+        k
+        for k in data
+        if k in SETTINGS or k == "seed" or (is_metric(k) and not isinstance(data[k], list | dict))
+    ]
+    for k in numeric:
         v = data.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
             return f"key {k!r} must be a number or null, got {v!r}"
@@ -132,8 +136,10 @@ def read_run(
         _warn(f"skipping {path}: {why}", problems)
         return None
     if data.get("debug") and not include_debug:
-        _warn(f"skipping {path}: a debug run (debug={data['debug']}); --include-debug reads it",
-              problems)  # fmt: skip
+        _warn(
+            f"skipping {path}: a debug run (debug={data['debug']}); --include-debug reads it",
+            problems,
+        )
         return None
     if data.get("train_size"):
         # a low-data run is compared only with runs on the same number of training images

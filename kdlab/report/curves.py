@@ -69,8 +69,11 @@ def seed_band(group: Group, metric: str) -> tuple[np.ndarray, np.ndarray, np.nda
     if not series:
         return np.array([]), np.array([]), np.array([])
     table = pd.concat(series, axis=1).sort_index()
-    return (table.index.to_numpy(dtype=float), table.mean(axis=1).to_numpy(),
-            table.std(axis=1, ddof=1).to_numpy())  # fmt: skip
+    return (
+        table.index.to_numpy(dtype=float),
+        table.mean(axis=1).to_numpy(),
+        table.std(axis=1, ddof=1).to_numpy(),
+    )
 
 
 def _name(g: Group) -> str:
@@ -119,8 +122,11 @@ def curve_sets(groups: dict[GroupKey, Group]) -> dict[str, tuple[str, list[Group
             ]
             used.update(g.key for g in lines)
             sets[f"curves_{slug(ds, f'{t}-{s}')}"] = (f"{ds}: {fmt.arch(t)} → {fmt.arch(s)}", lines)
-        rest = [g for g in groups.values() if g.dataset == ds and g.method in NO_TEACHER_METHODS
-                and g.key not in used]  # fmt: skip
+        rest = [
+            g
+            for g in groups.values()
+            if g.dataset == ds and g.method in NO_TEACHER_METHODS and g.key not in used
+        ]
         if rest:
             sets[f"curves_{slug(ds)}_baselines"] = (f"{ds}: teachers and baselines", rest)
     return sets

@@ -20,6 +20,16 @@ METHOD_NAMES = {
 }
 
 
+def shown_metrics() -> dict[str, tuple[str, int]]:
+    """results.json key → (column name, decimals) of the measurements the tables show: the
+    accuracies (best-val and final weights, val), then every other registered stage metric."""
+    from kdlab.metrics.stage import display_names
+
+    names = display_names()
+    acc = {k: names.pop(k) for k in ("test_acc_best", "test_acc_final") if k in names}
+    return acc | {"val_acc_best": ("Val acc", 2)} | names
+
+
 def isnan(x: float | None) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 

@@ -152,8 +152,14 @@ def delta_figure(groups: dict[GroupKey, Group], dataset: str) -> Figure | None:
             d = delta_vs_baseline(g, groups) if g else None
             means.append(d.mean if d and d.n else np.nan)
             errs.append(d.ci_high - d.mean if d and d.n > 1 and np.isfinite(d.ci_high) else 0.0)
-        ax.bar(x + (k - (len(methods) - 1) / 2) * width, means, width, yerr=errs, capsize=4,
-               label=fmt.method(m))  # fmt: skip
+        ax.bar(
+            x + (k - (len(methods) - 1) / 2) * width,
+            means,
+            width,
+            yerr=errs,
+            capsize=4,
+            label=fmt.method(m),
+        )
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks(x, [f"{fmt.arch(t)}→{fmt.arch(s)}" for t, s in prs])
     ax.set_ylabel("Δ test acc vs baseline (pp)")

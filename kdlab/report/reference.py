@@ -38,8 +38,20 @@ from kdlab.report.collect import ReportError
 from kdlab.report.stats import Group, GroupKey, MeanStd, mean_std
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
-COLUMNS = ("teacher", "student", "method", "top1", "std", "source", "note",
-           "epochs", "batch", "lr", "strong_aug", "selection")  # fmt: skip
+COLUMNS = (
+    "teacher",
+    "student",
+    "method",
+    "top1",
+    "std",
+    "source",
+    "note",
+    "epochs",
+    "batch",
+    "lr",
+    "strong_aug",
+    "selection",
+)
 SELECTIONS = ("best test epoch", "last epoch", "mean of runs")
 # kdlab method → the published table's method name
 PUBLISHED_METHODS = {
@@ -126,8 +138,9 @@ def _recipe(row: dict) -> Recipe:
         raise ValueError(f"strong_aug must be yes, no or empty, got {strong!r}")
     selection = text("selection") or None
     if selection is not None and selection not in SELECTIONS:
-        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)} or empty, got "
-                         f"{selection!r}")  # fmt: skip
+        raise ValueError(
+            f"selection must be one of {', '.join(SELECTIONS)} or empty, got {selection!r}"
+        )
     return Recipe(
         epochs=int(epochs) if epochs is not None else None,
         batch=int(batch) if batch is not None else None,
@@ -212,9 +225,17 @@ def load_reference(name: str) -> Reference:
     for i, row in enumerate(reader):
         try:
             t, s = kdlab_arch(row["teacher"]), kdlab_arch(row["student"])
-            cell = Cell(t, s, row["method"], _number(row["top1"], "top1"),
-                        _number(row["std"], "std"), row["source"], row["note"], i,
-                        _recipe(row))  # fmt: skip
+            cell = Cell(
+                t,
+                s,
+                row["method"],
+                _number(row["top1"], "top1"),
+                _number(row["std"], "std"),
+                row["source"],
+                row["note"],
+                i,
+                _recipe(row),
+            )
         except ValueError as e:
             raise ReportError(f"{path}, row {i + 1} ({dict(row)}): {e}") from e
         cells[(t, s, cell.method)] = cell
@@ -337,24 +358,52 @@ def compare(groups: dict[GroupKey, Group], ref: Reference) -> tuple[list[Compari
                 continue
             kind, label = "distill", f"{g.teacher} → {g.student}"
         rows.append(
-            Comparison(kind, label, _shown_method(g.method, published or g.method), g.label,
-                       len(g.runs), g.stat("test_acc_best"), g.stat("test_acc_final"), cell,
-                       run_recipe([g]))
-        )  # fmt: skip
+            Comparison(
+                kind,
+                label,
+                _shown_method(g.method, published or g.method),
+                g.label,
+                len(g.runs),
+                g.stat("test_acc_best"),
+                g.stat("test_acc_final"),
+                cell,
+                run_recipe([g]),
+            )
+        )
     rows.sort(key=lambda r: (KIND_ORDER.get(r.kind, 2), r.cell.row))
     return rows, notes
 
 
-HEADERS = ["Teacher → Student", "Method", "Config", "n", "kdlab (best val)", "kdlab (final)",
-           "Published", "Δ best val", "Δ final", "Source"]  # fmt: skip
+HEADERS = [
+    "Teacher → Student",
+    "Method",
+    "Config",
+    "n",
+    "kdlab (best val)",
+    "kdlab (final)",
+    "Published",
+    "Δ best val",
+    "Δ final",
+    "Source",
+]
 
 
 def table(rows: Iterable[Comparison]) -> list[list[str]]:
     return [
-        [r.label, r.method, r.config, str(r.n), fmt.pm(r.best), fmt.pm(r.final),
-         r.cell.published(), fmt.signed(r.delta_best), fmt.signed(r.delta_final), r.cell.source]
+        [
+            r.label,
+            r.method,
+            r.config,
+            str(r.n),
+            fmt.pm(r.best),
+            fmt.pm(r.final),
+            r.cell.published(),
+            fmt.signed(r.delta_best),
+            fmt.signed(r.delta_final),
+            r.cell.source,
+        ]
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 def reference_markdown(groups: dict[GroupKey, Group], ref: Reference) -> str:
@@ -374,8 +423,10 @@ def reference_markdown(groups: dict[GroupKey, Group], ref: Reference) -> str:
         out.append("No group of these runs has a published counterpart.\n")
     flags = [f"{r.label} {r.method}: {r.recipe_flag()}" for r in rows if r.recipe_flag()]
     if flags:
-        out.append("Recipes that differ from the published one (the difference is not only the "
-                   "method's):\n\n" + "\n".join(f"- {f}" for f in flags))  # fmt: skip
+        out.append(
+            "Recipes that differ from the published one (the difference is not only the "
+            "method's):\n\n" + "\n".join(f"- {f}" for f in flags)
+        )
         out.append("")
     cell_notes = sorted({f"{r.label} {r.method}: {r.cell.note}" for r in rows if r.cell.note})
     if cell_notes:
@@ -392,13 +443,19 @@ def print_reference(groups: dict[GroupKey, Group], ref: Reference, console: Cons
 
     rows, notes = compare(groups, ref)
     if rows:
-        console.print(_rich(f"Published numbers ({ref.name}): Δ = kdlab − published",
-                            HEADERS[:-1], [r[:-1] for r in table(rows)]))  # fmt: skip
+        console.print(
+            _rich(
+                f"Published numbers ({ref.name}): Δ = kdlab − published",
+                HEADERS[:-1],
+                [r[:-1] for r in table(rows)],
+            )
+        )
     else:
         console.print(f"No group of these runs has a published counterpart in '{ref.name}'.")
     for r in rows:
         if r.recipe_flag():
-            console.print(f"recipe differs: {escape(r.label)} {escape(r.method)}: "
-                          f"{escape(r.recipe_flag())}")  # fmt: skip
+            console.print(
+                f"recipe differs: {escape(r.label)} {escape(r.method)}: {escape(r.recipe_flag())}"
+            )
     for n in notes:
         console.print(f"[dim]left out: {escape(n)}[/dim]")

@@ -22,29 +22,31 @@ from kdlab.report.stats import (
     DELTA_METRIC,
     FLAT_PARAMS,
     GROUP_FIELDS,
-    METRICS,
     Group,
     GroupKey,
     best_configs,
     delta_vs_baseline,
+    metric_columns,
+    metric_frame,
 )
 
 DELTA_FIELDS = ("n", "mean", "ci_low", "ci_high", "t", "p")
 
 
 def summary_rows(groups: dict[GroupKey, Group]) -> list[dict]:
-    """One flat dict per group: key fields, n, seeds, mean/std per metric, Δ and its test."""
+    """One flat dict per group: key fields, n, seeds, mean/std of every numeric measurement
+    the runs recorded, Δ and its test."""
     best_ids = {id(g) for g in best_configs(groups).values()}
+    frame, metrics = metric_frame(groups), metric_columns(groups)
     rows = []
-    for key, grp in groups.items():
+    for i, (key, grp) in enumerate(groups.items()):
         row: dict = dict(zip(GROUP_FIELDS, key, strict=True))
         row |= {k: grp.params.get(k) for k in FLAT_PARAMS}  # the columns existing scripts read
         row["config"] = grp.label
         row["n"] = len(grp.runs)
         row["seeds"] = " ".join(map(str, grp.seeds))
-        for m in METRICS:
-            ms = grp.stat(m)
-            row[f"{m}_mean"], row[f"{m}_std"] = ms.mean, ms.std
+        for m in metrics:
+            row[f"{m}_mean"], row[f"{m}_std"] = (_cell(frame, i, m, s) for s in ("mean", "std"))
         d = delta_vs_baseline(grp, groups)
         for f in DELTA_FIELDS:
             row[f"delta_{f}"] = getattr(d, f) if d else None
@@ -52,6 +54,14 @@ def summary_rows(groups: dict[GroupKey, Group]) -> list[dict]:
         row["best_on_val"] = id(grp) in best_ids
         rows.append(row)
     return rows
+
+
+def _cell(frame, row: int, metric: str, stat: str) -> float:
+    """One aggregate as a float; NaN where no run of the group (or none at all) recorded it."""
+    if (metric, stat) not in frame.columns:
+        return float("nan")
+    v = frame.at[row, (metric, stat)]
+    return float("nan") if v is None or v != v else float(v)
 
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:
@@ -67,24 +77,41 @@ def _config(g: Group) -> str:
     return g.label
 
 
+KEY_HEADERS = ["Dataset", "Teacher", "Student", "Method", "Config", "n"]
+
+
 def groups_table(groups: dict[GroupKey, Group]) -> tuple[list[str], list[list[str]]]:
-    headers = ["Dataset", "Teacher", "Student", "Method", "Config", "n", "Test acc (best val)",
-               "Test acc (final)", "Val acc", "Agreement", "KL", "NLL", "ECE"]  # fmt: skip
+    shown = fmt.shown_metrics()
+    headers = KEY_HEADERS + [name for name, _ in shown.values()]
     rows = []
     for g in groups.values():
         rows.append(
-            [g.dataset, fmt.arch(g.teacher) if g.teacher else fmt.DASH, fmt.arch(g.student),
-             fmt.method(g.method), _config(g), str(len(g.runs))]
-            + [fmt.pm(g.stat(m)) for m in ("test_acc_best", "test_acc_final", "val_acc_best", "test_agreement")]
-            + [fmt.pm(g.stat(m), 3) for m in ("test_kl", "test_nll")]
-            + [fmt.pm(g.stat("test_ece"), 4)]
-        )  # fmt: skip
+            [
+                g.dataset,
+                fmt.arch(g.teacher) if g.teacher else fmt.DASH,
+                fmt.arch(g.student),
+                fmt.method(g.method),
+                _config(g),
+                str(len(g.runs)),
+            ]
+            + [fmt.pm(g.stat(k), digits) for k, (_, digits) in shown.items()]
+        )
     return headers, rows
 
 
 def delta_table(groups: dict[GroupKey, Group]) -> tuple[list[str], list[list[str]]]:
-    headers = ["Dataset", "Teacher → Student", "Method", "Config", "n paired", "Δ test acc",
-               "95 % CI", "t", "p", "Unpaired seeds"]  # fmt: skip
+    headers = [
+        "Dataset",
+        "Teacher → Student",
+        "Method",
+        "Config",
+        "n paired",
+        "Δ test acc",
+        "95 % CI",
+        "t",
+        "p",
+        "Unpaired seeds",
+    ]
     rows = []
     for g in groups.values():
         d = delta_vs_baseline(g, groups)
@@ -92,24 +119,50 @@ def delta_table(groups: dict[GroupKey, Group]) -> tuple[list[str], list[list[str
             continue
         ci = fmt.DASH if fmt.isnan(d.ci_low) else f"[{d.ci_low:+.2f}, {d.ci_high:+.2f}]"
         rows.append(
-            [g.dataset, f"{fmt.arch(g.teacher)} → {fmt.arch(g.student)}", fmt.method(g.method),
-             _config(g), str(d.n), fmt.signed(d.mean), ci, fmt.num(d.t), fmt.pvalue(d.p),
-             " ".join(map(str, d.unpaired)) or fmt.DASH]
-        )  # fmt: skip
+            [
+                g.dataset,
+                f"{fmt.arch(g.teacher)} → {fmt.arch(g.student)}",
+                fmt.method(g.method),
+                _config(g),
+                str(d.n),
+                fmt.signed(d.mean),
+                ci,
+                fmt.num(d.t),
+                fmt.pvalue(d.p),
+                " ".join(map(str, d.unpaired)) or fmt.DASH,
+            ]
+        )
     return headers, rows
 
 
 def best_table(groups: dict[GroupKey, Group]) -> tuple[list[str], list[list[str]]]:
-    headers = ["Dataset", "Teacher", "Student", "Method", "Best config (on val)", "n",
-               "Val acc", "Test acc (best val)", "Δ vs baseline"]  # fmt: skip
+    headers = [
+        "Dataset",
+        "Teacher",
+        "Student",
+        "Method",
+        "Best config (on val)",
+        "n",
+        "Val acc",
+        "Test acc (best val)",
+        "Δ vs baseline",
+    ]
     rows = []
     for g in best_configs(groups).values():
         d = delta_vs_baseline(g, groups)
         rows.append(
-            [g.dataset, fmt.arch(g.teacher) if g.teacher else fmt.DASH, fmt.arch(g.student),
-             fmt.method(g.method), _config(g), str(len(g.runs)), fmt.pm(g.stat("val_acc_best")),
-             fmt.pm(g.stat(DELTA_METRIC)), fmt.signed(d.mean) if d else fmt.DASH]
-        )  # fmt: skip
+            [
+                g.dataset,
+                fmt.arch(g.teacher) if g.teacher else fmt.DASH,
+                fmt.arch(g.student),
+                fmt.method(g.method),
+                _config(g),
+                str(len(g.runs)),
+                fmt.pm(g.stat("val_acc_best")),
+                fmt.pm(g.stat(DELTA_METRIC)),
+                fmt.signed(d.mean) if d else fmt.DASH,
+            ]
+        )
     return headers, rows
 
 
@@ -119,26 +172,40 @@ def datasets(groups: dict[GroupKey, Group]) -> list[str]:
 
 def render_markdown(groups: dict[GroupKey, Group], problems: list[str] | None = None) -> str:
     """The whole results.md: every table of the report, one capacity-gap table per dataset."""
-    out = ["# Results\n", "Accuracies in %, mean ± sample std over seeds; test accuracy is "
-           "measured with the best-val weights unless marked final.\n"]  # fmt: skip
+    out = [
+        "# Results\n",
+        "Accuracies in %, mean ± sample std over seeds; test accuracy is "
+        "measured with the best-val weights unless marked final.\n",
+    ]
     out += ["## All configurations\n", fmt.markdown_table(*groups_table(groups))]
     headers, rows = delta_table(groups)
     if rows:
-        out += ["## Δ vs baseline (paired by seed)\n",
-                "Δ = distilled − baseline test accuracy (pp) over the seeds both have; CI from "
-                "the t distribution; p from a paired t-test.\n",
-                fmt.markdown_table(headers, rows)]  # fmt: skip
-    out += ["## Best configuration per pair and method (chosen on val, reported on test)\n",
-            fmt.markdown_table(*best_table(groups))]  # fmt: skip
+        out += [
+            "## Δ vs baseline (paired by seed)\n",
+            "Δ = distilled − baseline test accuracy (pp) over the seeds both have; CI from "
+            "the t distribution; p from a paired t-test.\n",
+            fmt.markdown_table(headers, rows),
+        ]
+    out += [
+        "## Best configuration per pair and method (chosen on val, reported on test)\n",
+        fmt.markdown_table(*best_table(groups)),
+    ]
     for ds in datasets(groups):
         headers, rows = capacity_gap_rows(groups, ds)
         if rows:
-            out += [f"## Capacity gap ({ds})\n",
-                    "Δ: gain of the method's best-on-val config over the baseline, ± half-width "
-                    "of its 95 % CI.\n", fmt.markdown_table(headers, rows)]  # fmt: skip
+            out += [
+                f"## Capacity gap ({ds})\n",
+                "Δ: gain of the method's best-on-val config over the baseline, ± half-width "
+                "of its 95 % CI.\n",
+                fmt.markdown_table(headers, rows),
+            ]
     if problems:
         out += ["## Skipped and missing runs\n", "\n".join(f"- {p}" for p in problems) + "\n"]
     return "\n".join(out)
+
+
+# Columns the terminal view leaves out so the table fits; results.md has them all.
+TERMINAL_LEAVES_OUT = ("Test acc (final)", "NLL", "ECE", "Teacher acc")
 
 
 def _rich(title: str, headers: list[str], rows: list[list[str]]) -> Table:
@@ -154,9 +221,14 @@ def print_terminal(groups: dict[GroupKey, Group], console: Console | None = None
     """The main tables, rendered with rich for a terminal (or a log when not a tty)."""
     console = console or Console()
     headers, rows = groups_table(groups)
-    keep = [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]  # the columns that fit a terminal
-    console.print(_rich("Results per configuration", [headers[i] for i in keep],
-                        [[r[i] for i in keep] for r in rows]))  # fmt: skip
+    keep = [i for i, h in enumerate(headers) if h not in TERMINAL_LEAVES_OUT]
+    console.print(
+        _rich(
+            "Results per configuration",
+            [headers[i] for i in keep],
+            [[r[i] for i in keep] for r in rows],
+        )
+    )
     headers, rows = delta_table(groups)
     if rows:
         console.print(_rich("Δ vs baseline (paired by seed)", headers, rows))
