@@ -23,7 +23,8 @@ def check_method(cfg: DictConfig) -> None:
     if choice not in (None, "null") and choice != cfg.method:
         raise ValueError(
             f"method={cfg.method} but distill={choice}: results would be recorded under the "
-            f"wrong method. Pass method={choice} (experiments set both)"
+            f"wrong method. Drop method= (the method is the distill= option) or pass "
+            f"method={choice}"
         )
 
 
@@ -46,8 +47,12 @@ def check_shared_hparams(cfg: DictConfig) -> None:
         log.warning(
             "%s=%s is ignored: distill=%s does not read the top-level %s (its settings are in "
             "conf/distill/%s.yaml, overridable as distill.<setting>=…)",
-            name, value, cfg.method, name, cfg.method,
-        )  # fmt: skip
+            name,
+            value,
+            cfg.method,
+            name,
+            cfg.method,
+        )
 
 
 def _integer(name: str, value: object, hint: str) -> int:

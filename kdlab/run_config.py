@@ -25,13 +25,29 @@ LAUNCHED = ".kdlab_jobs"  # <sweep>/.kdlab_jobs/<job>.json: the latest launch of
 
 # Dotted prefixes that cannot change what a run computes.
 IGNORED = (
-    "logger", "paths", "hydra", "rerun", "resume", "export_teacher", "tags", "extras", "site",
+    "logger",
+    "paths",
+    "hydra",
+    "rerun",
+    "resume",
+    "export_teacher",
+    "tags",
+    "extras",
+    "site",
     "optimized_metric",
-    "trainer.enable_progress_bar", "trainer.default_root_dir", "callbacks.progress_bar",
-    "callbacks.epoch_log", "callbacks.model_summary", "callbacks.slurm_requeue",
-    "data.root", "data.download", "data.verify",
+    "trainer.enable_progress_bar",
+    "trainer.default_root_dir",
+    "callbacks.progress_bar",
+    "callbacks.epoch_log",
+    "callbacks.model_summary",
+    "callbacks.slurm_requeue",
+    "data.root",
+    "data.download",
+    "data.verify",
     # assembled from the keys above by interpolation: its shape is kdlab's, not the run's
     "system",
+    # a label derived from distill= (which is compared), written out by older kdlab versions
+    "method",
 )
 
 # Settings kdlab added since a folder may have been made, each with the value that does what the

@@ -38,11 +38,31 @@ def strong_view(distill=None) -> bool:
     def needs(tree) -> bool:
         cls, args = tree
         nested = [v for v in args.values() if isinstance(v, tuple)]
-        nested += [t for v in args.values() if isinstance(v, dict) for t in v.values()
-                   if isinstance(t, tuple)]  # fmt: skip
+        nested += [
+            t
+            for v in args.values()
+            if isinstance(v, dict)
+            for t in v.values()
+            if isinstance(t, tuple)
+        ]
         return bool(getattr(cls, "needs_strong_view", False)) or any(map(needs, nested))
 
     return distill is not None and needs(config_tree(distill))
+
+
+def method_choice(default: str = "baseline", *, _root_=None) -> str:
+    """The run's method: the ``distill=`` option that trains it, else ``default`` (a run
+    without distillation). Read from the config's own ``hydra`` node while Hydra launches (sweep
+    folder names) and from Hydra's runtime config inside the run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = None
+    if _root_ is not None and "hydra" in _root_:
+        choices = OmegaConf.select(_root_, "hydra.runtime.choices")
+    elif HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+    choice = choices.get("distill") if choices is not None else None
+    return default if choice in (None, "null") else str(choice)
 
 
 def wandb_group(name: str, mode, sweep_dir: str, output_dir: str) -> str:
@@ -92,6 +112,7 @@ def default_workers(most: int = 4) -> int:
 def register() -> None:
     OmegaConf.register_new_resolver("kdlab.precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("kdlab.tag", run_tag, replace=True)
+    OmegaConf.register_new_resolver("kdlab.method", method_choice, replace=True)
     OmegaConf.register_new_resolver("kdlab.strong_view", strong_view, replace=True)
     OmegaConf.register_new_resolver("kdlab.wandb_group", wandb_group, replace=True)
     OmegaConf.register_new_resolver("kdlab.wandb_id", wandb_id, replace=True)

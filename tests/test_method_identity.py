@@ -1,0 +1,69 @@
+"""A run's method is its ``distill=`` option: ``distill=dkd`` alone records dkd and names the
+folders after it; a ``method=`` that agrees is accepted, one that disagrees is refused; configs
+of older folders, which wrote the method out, still compare equal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from kdlab import CONF_DIR
+from kdlab.checks import check_method
+from kdlab.run_config import differences
+from kdlab.utils.resolvers import register
+
+
+def _compose(tmp: Path, *overrides: str):
+    register()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            return_hydra_config=True,
+            overrides=[f"paths.root={tmp}", f"paths.log_dir={tmp / 'logs'}", *overrides],
+        )
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "overrides, method",
+    [
+        (["+experiment=resnet56_resnet20", "distill=dkd"], "dkd"),
+        (["+experiment=resnet56_resnet20"], "logit"),
+        (["+experiment=r56_cnn_logit", "distill=dist"], "dist"),
+        (["+experiment=baseline_resnet20"], "baseline"),
+        (["+experiment=teacher_resnet56"], "teacher"),
+    ],
+)
+def test_the_method_is_the_distill_option(tmp_path, overrides, method):
+    cfg = _compose(tmp_path, *overrides)
+    assert cfg.method == method
+    check_method(cfg)
+
+
+def test_sweep_folders_are_named_after_the_distill_option(tmp_path):
+    cfg = _compose(tmp_path, "+experiment=resnet56_resnet20", "distill=dkd")
+    assert "resnet56_resnet20_dkd" in str(cfg.hydra.sweep.dir)  # resolved while Hydra launches
+    with open_dict(cfg):
+        del cfg["hydra"]
+    assert cfg.method == "dkd"  # and inside the run, from Hydra's runtime config
+
+
+def test_an_agreeing_method_is_accepted_and_a_disagreeing_one_refused(tmp_path):
+    check_method(_compose(tmp_path, "+experiment=resnet56_resnet20", "distill=dkd", "method=dkd"))
+    cfg = _compose(tmp_path, "+experiment=resnet56_resnet20", "distill=dkd", "method=logit")
+    with pytest.raises(ValueError, match="method=logit but distill=dkd"):
+        check_method(cfg)
+
+
+def test_an_older_folder_that_wrote_the_method_out_compares_equal(tmp_path):
+    cfg = _compose(tmp_path, "+experiment=resnet56_resnet20")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    old = OmegaConf.to_container(cfg, resolve=False)
+    old["method"] = "logit"
+    assert differences(old, cfg) == []
