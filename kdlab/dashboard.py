@@ -39,8 +39,12 @@ class Panel:
 def panel_spec() -> list[Panel]:
     """The standard panel set of a KD sweep, in display order."""
     return [
-        Panel("val acc by α × T", "parallel", ("val/acc_best",),
-              columns=("alpha", "temperature", "seed", "val/acc_best")),
+        Panel(
+            "val acc by α × T",
+            "parallel",
+            ("val/acc_best",),
+            columns=("alpha", "temperature", "seed", "val/acc_best"),
+        ),
         Panel("best val acc vs α", "scatter", ("val/acc_best",), x="alpha"),
         Panel("best val acc vs T", "scatter", ("val/acc_best",), x="temperature"),
         Panel("val acc (mean over seeds) by α", "line", ("val/acc",), group_by="alpha"),
@@ -50,8 +54,13 @@ def panel_spec() -> list[Panel]:
         Panel("gradient norm (before clipping)", "line", ("train/grad_norm",)),
         Panel("loss terms", "line", ("train/loss", "train/loss_ce", "train/loss_kd")),
         Panel("learning rate", "line", ("lr",)),
-        Panel("test metrics (best-val weights)", "scatter", ("test/acc", "test/agreement", "test/kl"), x="alpha"),
-    ]  # fmt: skip
+        Panel(
+            "test metrics (best-val weights)",
+            "scatter",
+            ("test/acc", "test/agreement", "test/kl"),
+            x="alpha",
+        ),
+    ]
 
 
 def _reports_api():

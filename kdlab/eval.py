@@ -119,9 +119,14 @@ def test_metrics(net, teacher, datamodule, device: str) -> dict[str, float]:
     system = Evaluator(net, teacher)
     accelerator = "auto" if device == "auto" else ("cpu" if device == "cpu" else "gpu")
     trainer = L.Trainer(
-        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, precision="32-true",
-    )  # fmt: skip
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision="32-true",
+    )
     return trainer.test(system, datamodule=datamodule, verbose=False)[0]
 
 
@@ -142,13 +147,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = test_metrics(net, teacher, dm, cfg.device)
     run = run_config(Path(cfg.ckpt))
     res = eval_record(
-        run, metrics, with_teacher=teacher is not None,
-        arch=getattr(net, "arch", None), dataset=data.name,
-        ckpt=str(cfg.ckpt), ckpt_sha256=sha256_file(cfg.ckpt),
+        run,
+        metrics,
+        with_teacher=teacher is not None,
+        arch=getattr(net, "arch", None),
+        dataset=data.name,
+        ckpt=str(cfg.ckpt),
+        ckpt_sha256=sha256_file(cfg.ckpt),
         teacher_ckpt=cfg.teacher.ckpt,
         teacher_sha256=sha256_file(cfg.teacher.ckpt) if cfg.teacher.ckpt else None,
         n_images=len(dm.splits["test"][1]),
-    )  # fmt: skip
+    )
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, res)

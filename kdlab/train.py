@@ -108,8 +108,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if prior_finished and not cfg.rerun:
         if chief:
             mark_launched(out)
-        log.info("%s already finished (test_acc_best=%s): skipped; rerun=true trains it again",
-                 out, prior.get("test_acc_best"))  # fmt: skip
+        log.info(
+            "%s already finished (test_acc_best=%s): skipped; rerun=true trains it again",
+            out,
+            prior.get("test_acc_best"),
+        )
         return prior
     with RunLock(out) if chief else nullcontext() as lock:
         # a folder that is re-run (rerun=true) keeps its outputs, .hydra/ included, until the
@@ -133,22 +136,38 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         except RunStopped as stop:  # a requeue or a cancel: record it, test nothing
             if not owns:
                 return {}
-            res = write_record(cfg, stop.status, state["system"], state["trainer"],
-                               reason=stop.reason)  # fmt: skip
-            log.warning("run %s: %s (resumes from its last checkpoint when launched again)",
-                        stop.status, stop.reason)  # fmt: skip
+            res = write_record(
+                cfg, stop.status, state["system"], state["trainer"], reason=stop.reason
+            )
+            log.warning(
+                "run %s: %s (resumes from its last checkpoint when launched again)",
+                stop.status,
+                stop.reason,
+            )
             return res
         except RunDiverged as err:
             if owns:
-                write_record(cfg, "diverged", state["system"], state["trainer"], reason=str(err),
-                             diverged_step=err.step, diverged_epoch=err.epoch,
-                             diverged_term=err.term)  # fmt: skip
+                write_record(
+                    cfg,
+                    "diverged",
+                    state["system"],
+                    state["trainer"],
+                    reason=str(err),
+                    diverged_step=err.step,
+                    diverged_epoch=err.epoch,
+                    diverged_term=err.term,
+                )
             raise
         except Terminated as stop:
             if owns:
-                write_record(cfg, "interrupted", state["system"], state["trainer"],
-                             reason=f"{stop.name}: stopped before its end; launching the same "
-                             "command again resumes from checkpoints/last.ckpt")  # fmt: skip
+                write_record(
+                    cfg,
+                    "interrupted",
+                    state["system"],
+                    state["trainer"],
+                    reason=f"{stop.name}: stopped before its end; launching the same "
+                    "command again resumes from checkpoints/last.ckpt",
+                )
                 log.warning("%s: run recorded as interrupted in %s", stop.name, out)
             raise
         except Exception as err:
@@ -180,8 +199,12 @@ def run(cfg: DictConfig, out: Path, lock, state: dict[str, Any], started: float)
     trainer = state["trainer"] = build_trainer(cfg, [KeepLock(lock)] if chief else [])
     info = system.describe()
     method_params = info["method_params"]  # the settings as used (dashboards)
-    log.info("student %s: %s parameters%s", system.net.arch, f"{info['student_params']:,}",
-             f"; teacher {info['teacher']}: {info['teacher_params']:,}" if info["teacher"] else "")  # fmt: skip
+    log.info(
+        "student %s: %s parameters%s",
+        system.net.arch,
+        f"{info['student_params']:,}",
+        f"; teacher {info['teacher']}: {info['teacher_params']:,}" if info["teacher"] else "",
+    )
     hparams = OmegaConf.to_container(cfg, resolve=True)
     hparams |= {"method_params": method_params, **flat_hparams(method_params)}
     for lg in trainer.loggers:
@@ -216,9 +239,12 @@ def run(cfg: DictConfig, out: Path, lock, state: dict[str, Any], started: float)
     res = write_record(cfg, status, system, trainer, **res)
     log.info(
         "results (%s): val_acc_best=%.2f test_acc_best=%.2f test_acc_final=%.2f → %s",
-        res["status"], res["val_acc_best"] or float("nan"), res["test_acc_best"],
-        res["test_acc_final"], out / "results.json",
-    )  # fmt: skip
+        res["status"],
+        res["val_acc_best"] or float("nan"),
+        res["test_acc_best"],
+        res["test_acc_final"],
+        out / "results.json",
+    )
     return res
 
 
@@ -245,7 +271,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     except Exception as err:
         if multirun:
             return read_results(Path(HydraConfig.get().runtime.output_dir)) or {
-                "status": "failed", "error": error_text(err)}  # fmt: skip
+                "status": "failed",
+                "error": error_text(err),
+            }
         if isinstance(err, RunDiverged) or user_error(err):
             if isinstance(err, RunDiverged):
                 log.error("%s (record: %s)", err, Path(cfg.paths.output_dir) / "results.json")

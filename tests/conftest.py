@@ -85,16 +85,24 @@ def run_train(args: list[str], cwd: Path, check: bool = True) -> subprocess.Comp
     """Run ``python -m kdlab.train ARGS`` in a subprocess with W&B offline and quiet."""
     env = dict(os.environ)
     env.update(
-        WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(cwd),
-        WANDB_DISABLE_GIT="true", PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="0",
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_DIR=str(cwd),
+        WANDB_DISABLE_GIT="true",
+        PYTHONWARNINGS="ignore",
+        HYDRA_FULL_ERROR="0",
         KDLAB_CACHE=str(cwd / "cache"),  # memory-format choices shared by this test's runs
         # test-only callbacks (tests/helpers_*.py) importable by the run
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO / "tests"), env.get("PYTHONPATH")) if p),
-    )  # fmt: skip
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "kdlab.train", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"kdlab.train failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"

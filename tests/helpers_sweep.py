@@ -82,8 +82,12 @@ def run_train(tmp: Path, *args: str, check: bool = True) -> subprocess.Completed
     """``python -m kdlab.train ARGS`` from ``tmp``; on an unexpected exit status, show its output."""
     proc = subprocess.run(
         [sys.executable, "-m", "kdlab.train", *args],
-        cwd=tmp, env=env(tmp), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=tmp,
+        env=env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"

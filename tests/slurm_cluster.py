@@ -158,8 +158,11 @@ class Cluster:
         return self.root / "slurm.conf"
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        env = {k: v for k, v in (os.environ if base is None else base).items()
-               if not k.startswith("SLURM_")}  # fmt: skip
+        env = {
+            k: v
+            for k, v in (os.environ if base is None else base).items()
+            if not k.startswith("SLURM_")
+        }
         return env | {"SLURM_CONF": str(self.conf)}
 
     def run(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
@@ -196,8 +199,9 @@ def stop(root: Path, procs: dict[str, subprocess.Popen] | None = None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env["SLURM_CONF"] = str(root / "slurm.conf")
     try:
-        ids = subprocess.run(["squeue", "-h", "-o", "%A"], env=env, capture_output=True,
-                             text=True, timeout=30).stdout.split()  # fmt: skip
+        ids = subprocess.run(
+            ["squeue", "-h", "-o", "%A"], env=env, capture_output=True, text=True, timeout=30
+        ).stdout.split()
         if ids:
             subprocess.run(["scancel", *ids], env=env, capture_output=True, timeout=30)
             deadline = time.time() + 30
@@ -248,20 +252,38 @@ def start(root: Path, timeout: float = 60) -> Cluster:
     def launch(name: str, cmd: list[str]) -> None:
         out = open(root / f"{name}.out", "w")  # noqa: SIM115 (the daemon keeps it)
         cluster.procs[name] = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cmd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
-        )  # fmt: skip
+        )
 
     try:
-        launch("munged", ["munged", "-F", "--force", f"--socket={root}/munge.sock",
-                          f"--key-file={root}/munge.key", f"--pid-file={root}/munged.pid",
-                          f"--log-file={root}/munged.log", f"--seed-file={root}/munged.seed"])  # fmt: skip
+        launch(
+            "munged",
+            [
+                "munged",
+                "-F",
+                "--force",
+                f"--socket={root}/munge.sock",
+                f"--key-file={root}/munge.key",
+                f"--pid-file={root}/munged.pid",
+                f"--log-file={root}/munged.log",
+                f"--seed-file={root}/munged.seed",
+            ],
+        )
         _wait(lambda: (root / "munge.sock").exists(), 15, cluster, "munged")
         launch("slurmctld", ["slurmctld", "-D", "-c", "-f", str(conf)])
         time.sleep(1)
         launch("slurmd", ["slurmd", "-D", "-f", str(conf)])
-        _wait(lambda: "idle" in cluster.run("sinfo", "-h", "-o", "%T").stdout, timeout,
-              cluster, "the idle node")  # fmt: skip
+        _wait(
+            lambda: "idle" in cluster.run("sinfo", "-h", "-o", "%T").stdout,
+            timeout,
+            cluster,
+            "the idle node",
+        )
     except BaseException:
         cluster.stop()
         raise

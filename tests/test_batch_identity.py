@@ -28,9 +28,16 @@ def first_batches_hash(root, name: str, pipeline: str) -> str:
     """sha256 of x, y, index and view of the first 3 train, val and test batches."""
     torch.manual_seed(0)
     dm = ImageDataModule(
-        name=name, root=str(root), download=False, val_size=40, batch_size=16,
-        eval_batch_size=32, num_workers=0, pipeline=pipeline, seed=3,
-    )  # fmt: skip
+        name=name,
+        root=str(root),
+        download=False,
+        val_size=40,
+        batch_size=16,
+        eval_batch_size=32,
+        num_workers=0,
+        pipeline=pipeline,
+        seed=3,
+    )
     dm.setup("fit")
     digest = hashlib.sha256()
     for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):

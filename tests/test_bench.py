@@ -15,8 +15,10 @@ METHODS = ("baseline", "logit", "feature", "ensemble3", "logit_viewcache")
 def _expected_rows() -> set[str]:
     rows = {"pipeline/dataloader", "pipeline/device", "teacher_forward"}
     rows |= {"loop/lightning", "loop/plain"}
-    rows |= {f"zoo/{m}/resnet56-resnet20"
-             for m in ("logit", "dkd", "crd", "reviewkd", "sdd", "mlkd", "fcfd")}  # fmt: skip
+    rows |= {
+        f"zoo/{m}/resnet56-resnet20"
+        for m in ("logit", "dkd", "crd", "reviewkd", "sdd", "mlkd", "fcfd")
+    }
     for mode in ("eager", "compiled"):
         for m in METHODS:
             for pipe in ("dataloader", "device"):
@@ -28,8 +30,22 @@ def _expected_rows() -> set[str]:
 def test_bench_quick_writes_every_row(tmp_path):
     out = tmp_path / "bench.json"
     # --quick with even fewer steps: the test checks completeness, not speed
-    cmd = [sys.executable, "-m", "kdlab.bench", "--quick", "--out", str(out), "--batch-size",
-           "8", "--steps", "1", "--repeats", "2", "--workers", "0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "kdlab.bench",
+        "--quick",
+        "--out",
+        str(out),
+        "--batch-size",
+        "8",
+        "--steps",
+        "1",
+        "--repeats",
+        "2",
+        "--workers",
+        "0",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -54,9 +70,24 @@ def test_bench_epoch_rows_time_the_real_system_and_a_plain_loop(tmp_path):
 
     write_fake_cifar(tmp_path / "data", "cifar10", n_train=160, n_test=32)
     out = tmp_path / "epoch.json"
-    cmd = [sys.executable, "-m", "kdlab.bench", "--epoch", "--models", "cnn", "--epochs", "2",
-           "--data-root", str(tmp_path / "data"), "--val-size", "32", "--out", str(out),
-           "--threads", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "kdlab.bench",
+        "--epoch",
+        "--models",
+        "cnn",
+        "--epochs",
+        "2",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--val-size",
+        "32",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}

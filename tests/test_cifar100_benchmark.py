@@ -41,8 +41,11 @@ STUDENTS = sorted({s for _, s, _, _ in PAIRS.values()})
 def dry_run(*args: str, **env: str) -> tuple[int, list[str]]:
     proc = subprocess.run(
         ["bash", str(SCRIPT), "--dry-run", *args],
-        capture_output=True, text=True, check=True, env={**os.environ, **env},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
     lines = proc.stdout.strip().splitlines()
     return int(re.fullmatch(r"total: (\d+) jobs", lines[-1]).group(1)), lines[:-1]
 
@@ -86,15 +89,23 @@ def test_whole_table_dry_run():
 def test_a_slice_with_released_teachers_and_pass_through(tmp_path):
     (tmp_path / "cifar_teachers").mkdir()  # mdistiller's layout: DIR/cifar_teachers/<arch>_vanilla
     total, cmds = dry_run(
-        "--launcher", "slurm", "trainer.max_epochs=3",
-        PAIRS="resnet32x4_resnet8x4 r50_vgg8", METHODS="kd dkd", SEEDS="0,1",
+        "--launcher",
+        "slurm",
+        "trainer.max_epochs=3",
+        PAIRS="resnet32x4_resnet8x4 r50_vgg8",
+        METHODS="kd dkd",
+        SEEDS="0,1",
         TEACHERS=str(tmp_path),
-    )  # fmt: skip
+    )
     assert total == 2 * 2 + 2 * 2 * 2  # baselines resnet8x4 and vgg8, 2 pairs × 2 methods, 2 seeds
     assert [arg(c, "+experiment") for c in cmds] == [
-        "baseline_resnet8x4", "baseline_vgg8", "resnet32x4_resnet8x4", "resnet32x4_resnet8x4",
-        "r50_vgg8", "r50_vgg8",
-    ]  # fmt: skip
+        "baseline_resnet8x4",
+        "baseline_vgg8",
+        "resnet32x4_resnet8x4",
+        "resnet32x4_resnet8x4",
+        "r50_vgg8",
+        "r50_vgg8",
+    ]
     assert all(c.endswith("seed=0,1 hydra/launcher=slurm trainer.max_epochs=3") for c in cmds)
     base = tmp_path / "cifar_teachers"
     assert arg(cmds[2], "teacher.ckpt") == f"{base}/resnet32x4_vanilla/ckpt_epoch_240.pth"
@@ -118,8 +129,12 @@ def test_a_slice_with_released_teachers_and_pass_through(tmp_path):
     ],
 )
 def test_bad_arguments_exit_2_before_anything_runs(args, env, message):
-    proc = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHON": "false", **env})  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": "false", **env},
+    )
     assert proc.returncode == 2 and message in proc.stderr and not proc.stdout
 
 
@@ -135,9 +150,16 @@ def test_pair_experiments_name_the_scripts_settings():
 def _compose(tmp: Path, overrides: list[str]):
     conf = REPO / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True, overrides=[
-            f"paths.root={tmp}", f"paths.output_dir={tmp / 'out'}", f"paths.log_dir={tmp / 'logs'}",
-            *overrides])  # fmt: skip
+        cfg = compose(
+            config_name="train",
+            return_hydra_config=True,
+            overrides=[
+                f"paths.root={tmp}",
+                f"paths.output_dir={tmp / 'out'}",
+                f"paths.log_dir={tmp / 'logs'}",
+                *overrides,
+            ],
+        )
     HydraConfig.instance().set_config(cfg)
     return cfg
 
@@ -189,27 +211,57 @@ def test_one_tiny_job_with_a_released_teacher(tmp_path):
     state = to_published_state("resnet32x4", resnet32x4(num_classes=100).state_dict())
     torch.save({"model": state, "epoch": 240, "best_acc": 79.42}, ckpt)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KDLAB_", "WANDB_", "SLURM_"))}
-    env |= {"PYTHON": sys.executable, "PAIRS": "resnet32x4_resnet8x4", "METHODS": "dkd",
-            "SEEDS": "0", "BASELINES": "0", "TEACHERS": str(tmp_path / "dl"), "OMP_NUM_THREADS": "1"}  # fmt: skip
-    tiny = [f"data.root={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
-            "data.val_size=32", "data.batch_size=16", "data.eval_batch_size=16",
-            "data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-            "trainer.accelerator=cpu", "logger=csv", "callbacks.progress_bar=null",
-            "callbacks.model_summary=null", "fidelity.train_set=false"]  # fmt: skip
-    proc = subprocess.run(["bash", str(SCRIPT), *tiny], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    env |= {
+        "PYTHON": sys.executable,
+        "PAIRS": "resnet32x4_resnet8x4",
+        "METHODS": "dkd",
+        "SEEDS": "0",
+        "BASELINES": "0",
+        "TEACHERS": str(tmp_path / "dl"),
+        "OMP_NUM_THREADS": "1",
+    }
+    tiny = [
+        f"data.root={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "data.val_size=32",
+        "data.batch_size=16",
+        "data.eval_batch_size=16",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.accelerator=cpu",
+        "logger=csv",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+        "fidelity.train_set=false",
+    ]
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), *tiny],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert proc.stdout.strip().splitlines()[-1] == "total: 1 jobs"
     (res,) = (tmp_path / "logs" / "multiruns" / "resnet32x4_resnet8x4_dkd").glob("*/*/results.json")
     assert res.parent.name.startswith("0_resnet32x4_resnet8x4_dkd_")
     data = json.loads(res.read_text())
     assert (data["status"], data["dataset"], data["teacher"], data["student"], data["method"]) == (
-        "finished", "cifar100", "resnet32x4", "resnet8x4", "dkd")  # fmt: skip
+        "finished",
+        "cifar100",
+        "resnet32x4",
+        "resnet8x4",
+        "dkd",
+    )
     assert data["method_params"]["terms"]["dkd"]["beta"] == 8.0
     from kdlab.report.__main__ import main
 
     out = tmp_path / "report"
-    assert main([str(tmp_path / "logs"), "--out", str(out), "--no-figures",
-                 "--reference", "cifar100"]) == 0  # fmt: skip
+    assert (
+        main([str(tmp_path / "logs"), "--out", str(out), "--no-figures", "--reference", "cifar100"])
+        == 0
+    )
     md = (out / "results.md").read_text()
     assert re.search(r"\| resnet32x4 → resnet8x4 \| DKD \| .* \| 76\.32 \|", md)

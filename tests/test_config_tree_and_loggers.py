@@ -12,8 +12,9 @@ pytestmark = pytest.mark.slow
 
 
 def _run(tiny_cifar10, out: Path, *extra: str):
-    return run_train(["+experiment=baseline_cnn", *tiny_overrides(tiny_cifar10, out), *extra],
-                     cwd=out.parent)  # fmt: skip
+    return run_train(
+        ["+experiment=baseline_cnn", *tiny_overrides(tiny_cifar10, out), *extra], cwd=out.parent
+    )
 
 
 def test_the_config_tree_is_printed_at_the_start_and_saved(tiny_cifar10, tmp_path):

@@ -30,10 +30,13 @@ def _compose(tmp: Path, *overrides: str, hydra_node: bool = False):
             config_name="train",
             return_hydra_config=True,
             overrides=[
-                f"paths.root={tmp}", f"paths.output_dir={tmp / 'out'}", f"paths.log_dir={tmp / 'logs'}",
-                f"data.root={tmp / 'data'}", *overrides,
+                f"paths.root={tmp}",
+                f"paths.output_dir={tmp / 'out'}",
+                f"paths.log_dir={tmp / 'logs'}",
+                f"data.root={tmp / 'data'}",
+                *overrides,
             ],
-        )  # fmt: skip
+        )
     HydraConfig.instance().set_config(cfg)
     if not hydra_node:
         with open_dict(cfg):
@@ -99,8 +102,11 @@ def test_sweep_groups_and_stable_ids():
     ) == ("r50_r18_logit_a0.5_s0_t1")
     assert wandb_id("/runs/a") == wandb_id("/runs/a") != wandb_id("/runs/b")
     assert [job_type(m) for m in ("teacher", "baseline", "logit", "feature")] == [
-        "teacher", "baseline", "distill", "distill",
-    ]  # fmt: skip
+        "teacher",
+        "baseline",
+        "distill",
+        "distill",
+    ]
 
 
 def test_wandb_logger_config_names_the_run(tmp_path):

@@ -207,8 +207,9 @@ def test_full_size_copy_failing_md5_needs_verify_structure(tmp_path_factory, cap
     strict = CIFARDataModule("cifar10", str(root), download=False, val_size=5000)
     with pytest.raises(DataError, match=r"fail torchvision's md5 check.*data.verify=structure"):
         strict.setup()
-    relaxed = CIFARDataModule("cifar10", str(root), download=False, val_size=5000,
-                              verify="structure")  # fmt: skip
+    relaxed = CIFARDataModule(
+        "cifar10", str(root), download=False, val_size=5000, verify="structure"
+    )
     with caplog.at_level("INFO", logger="kdlab.data.layout"):
         relaxed.setup()
     assert len(relaxed.splits["train"][1]) == 45_000 and len(relaxed.splits["test"][1]) == 10_000

@@ -82,26 +82,42 @@ def test_a_new_dataset_is_its_reader_and_config_only(tmp_path, monkeypatch):
     spec.loader.exec_module(module)
     data = tmp_path / "data"
     write_fake(data, module.NpzShapes(), n_train=120, n_test=40)
-    shared = ["data=shapes", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-              "data.val_size=20", "data.eval_batch_size=20"]  # fmt: skip
+    shared = [
+        "data=shapes",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        "data.val_size=20",
+        "data.eval_batch_size=20",
+    ]
 
     teacher_dir = tmp_path / "teacher"
-    run_train(["+experiment=teacher", "model=cnn", *tiny_overrides(data, teacher_dir), *shared],
-              tmp_path)  # fmt: skip
+    run_train(
+        ["+experiment=teacher", "model=cnn", *tiny_overrides(data, teacher_dir), *shared], tmp_path
+    )
     res = read_results(teacher_dir)
     assert res["dataset"] == "shapes" and res["status"] == "finished"
     export = tmp_path / "logs" / "teachers" / "shapes" / "cnn" / "seed0.ckpt"
     assert export.is_file()
 
     plain = tmp_path / "kd_logit_cache"  # the un-augmented table (the notebook's recipe)
-    proc = run_train(["+experiment=r56_cnn_logit", "teacher=cnn", *tiny_overrides(data, plain),
-                      *shared], tmp_path)  # fmt: skip
+    proc = run_train(
+        ["+experiment=r56_cnn_logit", "teacher=cnn", *tiny_overrides(data, plain), *shared],
+        tmp_path,
+    )
     assert "teacher logits: from the teacher-logit cache" in proc.stdout + proc.stderr
     views = tmp_path / "kd_view_cache"  # every crop/flip view of the 16-px images
-    proc = run_train(["+experiment=r56_cnn_logit", "teacher=cnn", "teacher_cache=false",
-                      "view_cache=true", "data.pipeline=device",
-                      "data.augment={crop_padding: 2, flip: true}",
-                      *tiny_overrides(data, views), *shared], tmp_path)  # fmt: skip
+    proc = run_train(
+        [
+            "+experiment=r56_cnn_logit",
+            "teacher=cnn",
+            "teacher_cache=false",
+            "view_cache=true",
+            "data.pipeline=device",
+            "data.augment={crop_padding: 2, flip: true}",
+            *tiny_overrides(data, views),
+            *shared,
+        ],
+        tmp_path,
+    )
     assert "from the view cache" in proc.stdout + proc.stderr
     assert "(50 views per image;" in proc.stdout + proc.stderr  # (2·2+1)² crops × 2 flips
     for run in (plain, views):
@@ -111,11 +127,24 @@ def test_a_new_dataset_is_its_reader_and_config_only(tmp_path, monkeypatch):
 
     figure = tmp_path / "temperature.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "kdlab.analysis", "temperature", "--ckpt", str(export),
-         "--data-root", str(data), "--out", str(figure)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "kdlab.analysis",
+            "temperature",
+            "--ckpt",
+            str(export),
+            "--data-root",
+            str(data),
+            "--out",
+            str(figure),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=dict(os.environ, PYTHONPATH=str(tmp_path)),
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert figure.stat().st_size > 0
 

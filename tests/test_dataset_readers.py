@@ -33,10 +33,19 @@ def _arrays(n: int, side: int, num_classes: int = 10, seed: int = 0):
 def _data_module(name: str, root: Path, *overrides: str):
     register()
     with initialize_config_dir(str(CONF_DIR), version_base=None):
-        cfg = compose("train", overrides=[
-            f"data={name}", f"data.root={root}", "data.val_size=10", "data.batch_size=8",
-            "data.num_workers=0", "data.download=false", "paths.root=.", *overrides,
-        ])  # fmt: skip
+        cfg = compose(
+            "train",
+            overrides=[
+                f"data={name}",
+                f"data.root={root}",
+                "data.val_size=10",
+                "data.batch_size=8",
+                "data.num_workers=0",
+                "data.download=false",
+                "paths.root=.",
+                *overrides,
+            ],
+        )
     return instantiate(cfg.data)
 
 
@@ -120,8 +129,9 @@ def test_an_image_folder_tree_is_read_as_imagefolder_reads_it(tmp_path):
 def test_image_folder_resizes_to_data_image_size(tmp_path):
     ImageFolderReader(image_size=40).write(tmp_path, "train", *_arrays(12, 40, 3))
     ImageFolderReader(image_size=40).write(tmp_path, "test", *_arrays(6, 40, 3, seed=1))
-    dm = _data_module("image_folder", tmp_path, "data.num_classes=3", "data.image_size=24",
-                      "data.val_size=3")  # fmt: skip
+    dm = _data_module(
+        "image_folder", tmp_path, "data.num_classes=3", "data.image_size=24", "data.val_size=3"
+    )
     dm.setup("fit")
     assert dm.splits["train"][0].shape[1:] == (24, 24, 3)
     batch = next(iter(dm.train_dataloader()))
@@ -162,8 +172,14 @@ def test_a_training_run_on_each_new_dataset(tmp_path, dataset, extra):
     reader = ImageFolderReader(32) if dataset == "image_folder" else dataset
     write_fake(data, reader, n_train=80, n_test=20, num_classes=10)
     out = tmp_path / "run"
-    args = ["+experiment=baseline_cnn", f"data={dataset}", *extra,
-            *tiny_overrides(data, out), "data.val_size=20", "data.eval_batch_size=20"]  # fmt: skip
+    args = [
+        "+experiment=baseline_cnn",
+        f"data={dataset}",
+        *extra,
+        *tiny_overrides(data, out),
+        "data.val_size=20",
+        "data.eval_batch_size=20",
+    ]
     run_train(args, tmp_path)
     res = read_results(out)
     assert res["dataset"] == dataset and res["status"] == "finished"

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers_sweep import N_TEST, make_world, results, run_train, tiny  # noqa: E402
+from tests.helpers_sweep import N_TEST, make_world, results, run_train, tiny
 
 DISTIL = ["+experiment=r56_cnn_logit", "teacher=cnn"]
 METRICS = ["test_acc_best", "test_nll", "test_ece", "test_agreement", "test_kl", "test_acc_final"]

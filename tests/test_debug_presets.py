@@ -21,8 +21,11 @@ PRESETS = ("fdr", "limit", "overfit", "profiler", "anomaly")
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes_over_an_experiment_into_the_debug_tree(preset):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["+experiment=teacher_r50", f"debug={preset}"],
-                      return_hydra_config=True)  # fmt: skip
+        cfg = compose(
+            "train",
+            overrides=["+experiment=teacher_r50", f"debug={preset}"],
+            return_hydra_config=True,
+        )
     assert cfg.debug_preset == preset and is_debug(cfg)
     run_dir = cfg.hydra.run._get_node("dir")._value()  # unresolved: Hydra's own values are unset
     assert run_dir.startswith("${paths.log_dir}/debug/runs/${name}/${debug_preset}_")
@@ -33,13 +36,29 @@ def test_every_preset_composes_over_an_experiment_into_the_debug_tree(preset):
     assert cfg.trainer.max_epochs == 200  # presets leave the experiment's epochs alone
 
 
-def debug_run(preset: str, data_root: Path, logs: Path, cwd: Path, *extra: str, check=True,
-              experiment: str = "baseline_cnn"):  # fmt: skip
+def debug_run(
+    preset: str,
+    data_root: Path,
+    logs: Path,
+    cwd: Path,
+    *extra: str,
+    check=True,
+    experiment: str = "baseline_cnn",
+):
     """A debug run (the notebook CNN baseline) on the tiny data; returns (run folder, process)."""
-    args = [f"+experiment={experiment}", f"debug={preset}", f"data.root={data_root}",
-            "data.val_size=50", "data.batch_size=16", "data.eval_batch_size=16",
-            "callbacks.progress_bar=null", "callbacks.model_summary=null",
-            f"paths.log_dir={logs}", "extras.print_config=false", *extra]  # fmt: skip
+    args = [
+        f"+experiment={experiment}",
+        f"debug={preset}",
+        f"data.root={data_root}",
+        "data.val_size=50",
+        "data.batch_size=16",
+        "data.eval_batch_size=16",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+        f"paths.log_dir={logs}",
+        "extras.print_config=false",
+        *extra,
+    ]
     proc = run_train(args, cwd=cwd, check=check)
     runs = sorted((logs / "debug" / "runs").glob(f"*/{preset}_*"))
     return (runs[-1] if runs else None), proc
@@ -83,8 +102,14 @@ def test_overfit_drives_the_training_loss_down_on_the_same_batches(tiny_cifar10,
 
 @pytest.mark.slow
 def test_profiler_writes_lightnings_table_into_the_run_folder(tiny_cifar10, tmp_path):
-    run, _ = debug_run("profiler", tiny_cifar10, tmp_path / "logs", tmp_path,
-                       "trainer.limit_train_batches=3", "trainer.max_steps=3")  # fmt: skip
+    run, _ = debug_run(
+        "profiler",
+        tiny_cifar10,
+        tmp_path / "logs",
+        tmp_path,
+        "trainer.limit_train_batches=3",
+        "trainer.max_steps=3",
+    )
     table = (run / "fit-profiler.txt").read_text()
     assert "Action" in table and "run_training_epoch" in table and "Mean duration" in table
 
@@ -93,7 +118,13 @@ def test_profiler_writes_lightnings_table_into_the_run_folder(tiny_cifar10, tmp_
 def test_anomaly_turns_a_nan_gradient_into_an_error_naming_the_operation(tiny_cifar10, tmp_path):
     # a finite loss whose backward is NaN (a non-finite loss would stop the run as diverged
     # before any backward): only anomaly detection names the operation
-    run, proc = debug_run("anomaly", tiny_cifar10, tmp_path / "logs", tmp_path,
-                          "+callbacks.nan._target_=helpers_rerun.NanGradient", check=False)  # fmt: skip
+    run, proc = debug_run(
+        "anomaly",
+        tiny_cifar10,
+        tmp_path / "logs",
+        tmp_path,
+        "+callbacks.nan._target_=helpers_rerun.NanGradient",
+        check=False,
+    )
     assert proc.returncode != 0
     assert "returned nan values" in proc.stderr or "returned nan values" in proc.stdout

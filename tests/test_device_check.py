@@ -21,8 +21,9 @@ SCRIPT = REPO / "scripts" / "device_check.sh"
 
 def _script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_dry_run_lists_every_step_with_its_budget_within_eight_minutes(tmp_path):
@@ -68,8 +69,15 @@ def test_a_step_past_its_budget_is_killed_and_reported_as_timeout(tmp_path):
 @pytest.mark.slow
 def test_smoke_run_writes_json_and_markdown_of_the_steps_it_ran(tmp_path):
     out = tmp_path / "out"
-    proc = _script(str(out), "--smoke-cpu", "--only", "env,precision", "--work",
-                   str(tmp_path / "work"), cwd=tmp_path)  # fmt: skip
+    proc = _script(
+        str(out),
+        "--smoke-cpu",
+        "--only",
+        "env,precision",
+        "--work",
+        str(tmp_path / "work"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((out / "device_check.json").read_text())
     assert report["mode"] == "smoke-cpu"

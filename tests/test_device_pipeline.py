@@ -232,9 +232,13 @@ def test_lightning_trains_from_it_and_passes_the_epoch():
     loader.set_epoch(7)  # stale value: Lightning must overwrite it at every epoch start
     module = Tiny(loader)
     trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, train_dataloaders=loader)
     assert [(e, le) for e, le, _ in module.seen] == [(0, 0)] * 3 + [(1, 1)] * 3
     assert sum(b for *_, b in module.seen) == 40

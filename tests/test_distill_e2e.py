@@ -81,9 +81,14 @@ def test_teacher_files_are_untouched_by_students(store, tiny_cifar10):
 def test_missing_teacher_fails_with_path_and_command(tiny_cifar10, tmp_path):
     out = tmp_path / "missing"
     proc = run_train(
-        ["+experiment=r50_r18_logit", *tiny_overrides(tiny_cifar10, out, tmp_path / "logs"), "logger=csv"],
-        cwd=tmp_path, check=False,
-    )  # fmt: skip
+        [
+            "+experiment=r50_r18_logit",
+            *tiny_overrides(tiny_cifar10, out, tmp_path / "logs"),
+            "logger=csv",
+        ],
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert str(tmp_path / "logs" / "teachers" / "cifar10" / "r50" / "seed0.ckpt") in text
@@ -96,10 +101,15 @@ def test_missing_teacher_fails_with_path_and_command(tiny_cifar10, tmp_path):
 
 def test_bad_alpha_is_a_clear_error(tiny_cifar10, tmp_path):
     proc = run_train(
-        ["+experiment=r34_r18_logit", *tiny_overrides(tiny_cifar10, tmp_path / "a", tmp_path / "logs"),
-         "alpha=1.5", "teacher.ckpt=/nonexistent.ckpt"],
-        cwd=tmp_path, check=False,
-    )  # fmt: skip
+        [
+            "+experiment=r34_r18_logit",
+            *tiny_overrides(tiny_cifar10, tmp_path / "a", tmp_path / "logs"),
+            "alpha=1.5",
+            "teacher.ckpt=/nonexistent.ckpt",
+        ],
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode != 0
     # validated before the (missing) teacher is even looked at
     assert "alpha=1.5 is outside [0, 1]" in proc.stdout + proc.stderr

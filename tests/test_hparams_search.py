@@ -40,11 +40,17 @@ def test_a_job_returns_its_best_val_accuracy_to_the_sweeper_and_never_a_test_met
     ("overrides", "params"),
     [
         (["+experiment=r56_cnn_logit", "hparams_search=logit_optuna"], ["alpha", "temperature"]),
-        (["+experiment=resnet32x4_resnet8x4", "distill=dkd", "method=dkd",
-          "hparams_search=dkd_optuna"],
-         ["distill.terms.dkd.alpha", "distill.terms.dkd.beta", "distill.terms.dkd.temperature"]),
+        (
+            [
+                "+experiment=resnet32x4_resnet8x4",
+                "distill=dkd",
+                "method=dkd",
+                "hparams_search=dkd_optuna",
+            ],
+            ["distill.terms.dkd.alpha", "distill.terms.dkd.beta", "distill.terms.dkd.temperature"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_search_optimises_val_acc_best_over_settings_its_method_has(overrides, params):
     cfg = _compose(*overrides)
     assert cfg.optimized_metric == "val/acc_best"
@@ -56,8 +62,9 @@ def test_each_search_optimises_val_acc_best_over_settings_its_method_has(overrid
 
 
 def test_a_search_on_a_test_metric_is_refused_before_training():
-    cfg = _compose("+experiment=r56_cnn_logit", "hparams_search=logit_optuna",
-                   "optimized_metric=test/acc_best")  # fmt: skip
+    cfg = _compose(
+        "+experiment=r56_cnn_logit", "hparams_search=logit_optuna", "optimized_metric=test/acc_best"
+    )
     with pytest.raises(ValueError, match="would select on the test set"):
         check_run_settings(cfg)
 
@@ -68,13 +75,28 @@ def test_three_trials_are_three_run_folders_and_the_summary_names_the_best(tiny_
     torch.manual_seed(0)
     torch.save(small_cnn(10, channels=[32, 64], hidden=512, arch="cnn_wide").state_dict(), teacher)
     sweep = tmp_path / "search"
-    run_train(["+experiment=cnn_wide_cnn_logit", "hparams_search=logit_optuna",
-               "hydra.sweeper.n_trials=3", f"teacher.ckpt={teacher}", f"data.root={tiny_cifar10}",
-               "data.val_size=50", "data.batch_size=16", "trainer.max_epochs=1",
-               "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-               "trainer.limit_test_batches=1", "logger=csv", "callbacks.progress_bar=null",
-               "callbacks.model_summary=null", f"paths.log_dir={tmp_path / 'logs'}",
-               f"hydra.sweep.dir={sweep}", "extras.print_config=false"], cwd=tmp_path)  # fmt: skip
+    run_train(
+        [
+            "+experiment=cnn_wide_cnn_logit",
+            "hparams_search=logit_optuna",
+            "hydra.sweeper.n_trials=3",
+            f"teacher.ckpt={teacher}",
+            f"data.root={tiny_cifar10}",
+            "data.val_size=50",
+            "data.batch_size=16",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+            "logger=csv",
+            "callbacks.progress_bar=null",
+            "callbacks.model_summary=null",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"hydra.sweep.dir={sweep}",
+            "extras.print_config=false",
+        ],
+        cwd=tmp_path,
+    )
     trials = sorted(p for p in sweep.iterdir() if (p / "results.json").is_file())
     assert len(trials) == 3 and all((t / "checkpoints" / "best.ckpt").is_file() for t in trials)
     results = {t.name: read_results(t) for t in trials}

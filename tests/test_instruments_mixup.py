@@ -31,23 +31,34 @@ def _spy(module: torch.nn.Module, store: list, which: int = 0) -> None:
 def test_teacher_and_student_receive_the_same_mixed_batch(tiny_cifar10, pipeline):
     torch.manual_seed(0)
     dm = CIFARDataModule(
-        root=str(tiny_cifar10), val_size=50, batch_size=16, num_workers=0,
-        pipeline=pipeline, mixup_alpha=1.0,
-    )  # fmt: skip
+        root=str(tiny_cifar10),
+        val_size=50,
+        batch_size=16,
+        num_workers=0,
+        pipeline=pipeline,
+        mixup_alpha=1.0,
+    )
     system = Distiller(  # no memory-format probe (a callback's job) adds forward calls to count
-        small_cnn(10), FrozenTeacher(small_cnn(10), channels_last=False),
+        small_cnn(10),
+        FrozenTeacher(small_cnn(10), channels_last=False),
         LogitKD(alpha=0.5, temperature=4.0),
         optimizer=functools.partial(torch.optim.SGD, lr=0.01),
-    )  # fmt: skip
+    )
     seen_student, seen_teacher, targets = [], [], []
     _spy(system.net, seen_student)
     _spy(system.teacher.net, seen_teacher)
     _spy(system.criterion, targets, which=2)
     trainer = L.Trainer(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        accelerator="cpu", deterministic=True,
-    )  # fmt: skip
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        deterministic=True,
+    )
     trainer.fit(system, datamodule=dm)
     assert len(seen_student) == len(seen_teacher) == len(targets) == 2
     for xs, xt, y in zip(seen_student, seen_teacher, targets, strict=True):

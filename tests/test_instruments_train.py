@@ -26,14 +26,25 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def compose_cfg(data_root: Path, out: Path, *overrides: str):
     """The run config of ``python -m kdlab.train OVERRIDES`` with tiny-run settings."""
     base = [
-        f"data.root={data_root}", "data.val_size=50", "data.batch_size=16",
-        "data.eval_batch_size=50", "data.num_workers=0", "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", "trainer.log_every_n_steps=1",
-        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "logger=csv",
-        "callbacks.progress_bar=null", "callbacks.model_summary=null", f"paths.root={out}",
-        f"paths.output_dir={out}", f"paths.teachers={out.parent / 'teachers'}",
-    ]  # fmt: skip
+        f"data.root={data_root}",
+        "data.val_size=50",
+        "data.batch_size=16",
+        "data.eval_batch_size=50",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "trainer.log_every_n_steps=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+        f"paths.root={out}",
+        f"paths.output_dir={out}",
+        f"paths.teachers={out.parent / 'teachers'}",
+    ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("train", overrides=[*base, *overrides])
 
@@ -71,9 +82,13 @@ def test_cka_fidelity_and_compression_in_results(tiny_cifar10, tmp_path):
 
 def test_cka_rejects_unknown_stage(tiny_cifar10, tmp_path):
     cfg = compose_cfg(
-        tiny_cifar10, tmp_path / "run", "+experiment=r56_cnn_logit", "teacher=cnn",
-        "cka.enabled=true", "cka.stages=[layer9]",
-    )  # fmt: skip
+        tiny_cifar10,
+        tmp_path / "run",
+        "+experiment=r56_cnn_logit",
+        "teacher=cnn",
+        "cka.enabled=true",
+        "cka.stages=[layer9]",
+    )
     export_teacher_net(cfg)
     with pytest.raises(ValueError, match="unknown CKA stage pair layer9"):
         train(cfg)
@@ -104,9 +119,13 @@ def test_teacher_logit_cache_gives_identical_losses(tiny_cifar10, tmp_path):
 def test_early_stopping_stops_when_val_loss_stalls(tiny_cifar10, tmp_path):
     out = tmp_path / "run"
     cfg = compose_cfg(
-        tiny_cifar10, out, "+experiment=baseline_cnn", "optim.lr=0.0", "trainer.max_epochs=6",
+        tiny_cifar10,
+        out,
+        "+experiment=baseline_cnn",
+        "optim.lr=0.0",
+        "trainer.max_epochs=6",
         "callbacks.early_stopping.patience=1",
-    )  # fmt: skip
+    )
     assert cfg.callbacks.model_checkpoint.monitor == "val/loss"
     res = train(cfg)
     # lr 0: val loss never improves after epoch 0, so patience 1 stops after epoch 1
@@ -118,9 +137,12 @@ def test_init_proximity_scales_lr_and_moves_student(tiny_cifar10, tmp_path):
     from kdlab.train import build_system
 
     cfg = compose_cfg(
-        tiny_cifar10, tmp_path / "run", "+experiment=r56_cnn_logit", "teacher=cnn",
+        tiny_cifar10,
+        tmp_path / "run",
+        "+experiment=r56_cnn_logit",
+        "teacher=cnn",
         "student_init.lambda=0.75",
-    )  # fmt: skip
+    )
     export_teacher_net(cfg)
     from hydra.utils import instantiate
 
@@ -149,9 +171,11 @@ def test_distiller_takes_teacher_logits_from_the_cache_by_index():
 
     torch.manual_seed(0)
     system = Distiller(
-        small_cnn(10).eval(), FrozenTeacher(small_cnn(10)), LogitKD(alpha=1.0, temperature=4.0),
+        small_cnn(10).eval(),
+        FrozenTeacher(small_cnn(10)),
+        LogitKD(alpha=1.0, temperature=4.0),
         optimizer=functools.partial(torch.optim.SGD, lr=0.1),
-    )  # fmt: skip
+    )
     images, idx = torch.randn(6, 3, 32, 32), torch.tensor([4, 0, 2])
     table = system.teacher(images).detach()
     y = torch.zeros(3, dtype=torch.long)

@@ -69,8 +69,14 @@ def small_crd() -> CRD:
 def _crd_step(crd: CRD, f_s=F_S, f_t=F_T, index=INDEX):
     fs = torch.tensor(f_s, requires_grad=True)
     ft = torch.tensor(f_t, requires_grad=True)
-    out = crd(fs.sum(1, keepdim=True), None, torch.tensor([0, 1]), {"pool": fs}, {"pool": ft},
-              index=torch.tensor(index))  # fmt: skip
+    out = crd(
+        fs.sum(1, keepdim=True),
+        None,
+        torch.tensor([0, 1]),
+        {"pool": fs},
+        {"pool": ft},
+        index=torch.tensor(index),
+    )
     return out, fs, ft
 
 
@@ -283,8 +289,11 @@ def test_hcl_by_hand() -> None:
     fs = [float(v) for v in range(16)]  # row-major 4×4
     ft = [0.0] * 16
     full = sum((a - b) ** 2 for a, b in zip(fs, ft, strict=True)) / 16
-    blocks = [[fs[4 * (2 * i + a) + 2 * j + b] for a in (0, 1) for b in (0, 1)]
-              for i in (0, 1) for j in (0, 1)]  # fmt: skip
+    blocks = [
+        [fs[4 * (2 * i + a) + 2 * j + b] for a in (0, 1) for b in (0, 1)]
+        for i in (0, 1)
+        for j in (0, 1)
+    ]
     two = sum((sum(blk) / 4) ** 2 for blk in blocks) / 4
     one = (sum(fs) / 16) ** 2
     level_a = (full + 0.5 * two + 0.25 * one) / 1.75
@@ -308,8 +317,10 @@ def test_reviewkd_channels_and_shapes_follow_the_published_settings(teacher) -> 
     loss = ReviewKD()
     loss.bind(student, teacher)
     assert loss.stage_pairs == (("layer1",) * 2, ("layer2",) * 2, ("layer3",) * 2, ("pool",) * 2)
-    convs = [(a.reduce[0].in_channels, a.reduce[0].out_channels, a.expand[0].out_channels)
-             for a in loss.abfs]  # fmt: skip
+    convs = [
+        (a.reduce[0].in_channels, a.reduce[0].out_channels, a.expand[0].out_channels)
+        for a in loss.abfs
+    ]
     # ReviewKD build_review_kd for 'x4': in = out = [64, 128, 256, 256], mid = min(512, 256)
     assert convs == [(64, 256, 64), (128, 256, 128), (256, 256, 256), (256, 256, 256)]
     assert [a.attention is not None for a in loss.abfs] == [True, True, True, False]
@@ -321,13 +332,18 @@ def test_reviewkd_channels_and_shapes_follow_the_published_settings(teacher) -> 
         s_feats[s] if s != "pool" else s_feats[s][:, :, None, None] for s, _ in loss.stage_pairs
     ]
     outs = loss.fuse(maps, [(32, 32), (16, 16), (8, 8), (1, 1)])
-    assert [tuple(o.shape[1:]) for o in outs] == [(64, 32, 32), (128, 16, 16), (256, 8, 8),
-                                                  (256, 1, 1)]  # fmt: skip
+    assert [tuple(o.shape[1:]) for o in outs] == [
+        (64, 32, 32),
+        (128, 16, 16),
+        (256, 8, 8),
+        (256, 1, 1),
+    ]
     cross = ReviewKD()
     cross.bind(shufflev1(100), teacher)  # published: in [240, 480, 960, 960], out x4's, mid 512
-    assert [(a.reduce[0].in_channels, a.reduce[0].out_channels, a.expand[0].out_channels)
-            for a in cross.abfs] == [(240, 512, 64), (480, 512, 128), (960, 512, 256),
-                                     (960, 512, 256)]  # fmt: skip
+    assert [
+        (a.reduce[0].in_channels, a.reduce[0].out_channels, a.expand[0].out_channels)
+        for a in cross.abfs
+    ] == [(240, 512, 64), (480, 512, 128), (960, 512, 256), (960, 512, 256)]
 
 
 def test_reviewkd_warmup_gradients_and_teacher_untouched(teacher) -> None:
@@ -382,5 +398,7 @@ def test_reviewkd_bad_stages_and_use_before_bind(teacher) -> None:
     loss.bind(resnet8x4(100), teacher)
     assert len(loss.abfs) == 3
     assert json.dumps(loss.method_params()) and loss.method_params()["stages"] == [
-        "layer2", "layer3:layer3", "pool",
-    ]  # fmt: skip
+        "layer2",
+        "layer3:layer3",
+        "pool",
+    ]

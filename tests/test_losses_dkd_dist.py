@@ -176,11 +176,19 @@ def test_dist_gradients_reach_the_student_not_the_teacher() -> None:
 def test_method_params_are_the_settings_used() -> None:
     dkd = DKD(alpha=1, beta=6, temperature=4, warmup=20, standardize=True)
     assert dkd.method_params() == {
-        "alpha": 1.0, "beta": 6.0, "temperature": 4.0, "warmup": 20, "standardize": True,
-    }  # fmt: skip
+        "alpha": 1.0,
+        "beta": 6.0,
+        "temperature": 4.0,
+        "warmup": 20,
+        "standardize": True,
+    }
     dist = DIST(beta=2, gamma=2, temperature=4)
-    assert dist.method_params() == {"beta": 2.0, "gamma": 2.0, "temperature": 4.0,
-                                    "standardize": False}  # fmt: skip
+    assert dist.method_params() == {
+        "beta": 2.0,
+        "gamma": 2.0,
+        "temperature": 4.0,
+        "standardize": False,
+    }
     json.dumps([dkd.method_params(), dist.method_params()])
 
 

@@ -78,8 +78,10 @@ def test_mlkd_strong_terms_read_the_weak_view_at_temperatures_2_and_6():
     b = loss(sw, tw, y, strong=StrongLogits(ss * 3, ts - 1))["loss"]
     assert a.item() == b.item()  # the published code's quirk, kept
     c = MLKD(temperatures=[4.0], strong_ce=0.0)
-    assert c(sw, tw, y, strong=StrongLogits(ss, ts))["loss"] != c(
-        sw, tw, y, strong=StrongLogits(ss * 3, ts))["loss"]  # fmt: skip
+    assert (
+        c(sw, tw, y, strong=StrongLogits(ss, ts))["loss"]
+        != c(sw, tw, y, strong=StrongLogits(ss * 3, ts))["loss"]
+    )
 
 
 def test_mlkd_needs_a_strong_view_and_says_so():
@@ -124,14 +126,21 @@ def test_catkd_equals_its_formula_by_hand(normalize):
     expected = ((cs - ct) ** 2).mean()
 
     head_s, head_t = _head(ws), _head(wt)
-    nets = Networks(SimpleNamespace(classifier_head=lambda: head_s, pooled_map=lambda f: f),
-                    SimpleNamespace(classifier_head=lambda: head_t, pooled_map=lambda f: f))  # fmt: skip
+    nets = Networks(
+        SimpleNamespace(classifier_head=lambda: head_s, pooled_map=lambda f: f),
+        SimpleNamespace(classifier_head=lambda: head_t, pooled_map=lambda f: f),
+    )
     loss = CATKD(resolution=2, normalize=normalize)
     loss.stage_pairs = (("last", "last"),)
     f_s = torch.tensor(fs, dtype=torch.float32, requires_grad=True)
-    out = loss(torch.zeros(2, 4), torch.zeros(2, 4), torch.zeros(2, dtype=torch.long),
-               {"last": f_s}, {"last": torch.tensor(ft, dtype=torch.float32)},
-               networks=nets)  # fmt: skip
+    out = loss(
+        torch.zeros(2, 4),
+        torch.zeros(2, 4),
+        torch.zeros(2, dtype=torch.long),
+        {"last": f_s},
+        {"last": torch.tensor(ft, dtype=torch.float32)},
+        networks=nets,
+    )
     assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
     out["loss"].backward()
     assert f_s.grad.abs().sum() > 0 and head_s.weight.grad.abs().sum() > 0
@@ -196,11 +205,18 @@ def test_fcfd_equals_its_formula_by_hand():
         loss.stage_pairs = (("a", "a"), ("b", "b"))
         loss.bridges = nn.ModuleDict({"a": nn.Identity(), "b": nn.Identity()})
         loss.set_epoch(epoch)
-        t = {k: torch.tensor(v, dtype=torch.float32) for k, v in
-             {"fa": fa, "fb": fb, "ta": ta, "tb": tb, "zs": zs, "zt": zt}.items()}  # fmt: skip
-        out = loss(t["zs"], t["zt"], torch.zeros(3, dtype=torch.long),
-                   {"a": t["fa"], "b": t["fb"]}, {"a": t["ta"], "b": t["tb"]},
-                   networks=Networks(None, _TwoStageTeacher()))  # fmt: skip
+        t = {
+            k: torch.tensor(v, dtype=torch.float32)
+            for k, v in {"fa": fa, "fb": fb, "ta": ta, "tb": tb, "zs": zs, "zt": zt}.items()
+        }
+        out = loss(
+            t["zs"],
+            t["zt"],
+            torch.zeros(3, dtype=torch.long),
+            {"a": t["fa"], "b": t["fb"]},
+            {"a": t["ta"], "b": t["tb"]},
+            networks=Networks(None, _TwoStageTeacher()),
+        )
         assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
         assert out["paths"].item() == pytest.approx(path, rel=1e-5)
         assert out["appearance"].item() == pytest.approx(l2, rel=1e-5)
@@ -215,13 +231,14 @@ def test_a_teacher_continues_from_a_stage_exactly_as_its_own_forward():
         out, later = net.forward_from(stage, feats[stage])
         assert torch.allclose(out, logits, atol=1e-5)
         assert torch.allclose(later["layer3"], feats["layer3"], atol=1e-5)
-    for arch, stages in (("wrn_16_2", ("stem", "layer1", "layer2")),
-                         ("vgg8", ("stem", "block1", "block2", "block3"))):  # fmt: skip
+    for arch, stages in (
+        ("wrn_16_2", ("stem", "layer1", "layer2")),
+        ("vgg8", ("stem", "block1", "block2", "block3")),
+    ):
         other = build(arch).eval()
         logits_o, feats_o = other.forward_stages(x)
         for stage in stages:
-            assert torch.allclose(other.forward_from(stage, feats_o[stage])[0], logits_o,
-                                  atol=1e-5)  # fmt: skip
+            assert torch.allclose(other.forward_from(stage, feats_o[stage])[0], logits_o, atol=1e-5)
     with pytest.raises(ValueError, match="forward_from"):
         build("shufflev1").forward_from("layer1", feats["layer1"])
     # the frozen teacher runs its later stages with autograd: gradients reach the input
@@ -267,8 +284,9 @@ def test_one_step_on_resnet56_resnet20_is_finite_with_gradients(method):
     root.distill = OmegaConf.load(CONF_DIR / "distill" / f"{method}.yaml")
     loss = instantiate(root.distill)
     teacher = FrozenTeacher(build("resnet56", 100))
-    system = Distiller(build("resnet20", 100), teacher, loss,
-                       partial(torch.optim.SGD, lr=0.05, momentum=0.9))  # fmt: skip
+    system = Distiller(
+        build("resnet20", 100), teacher, loss, partial(torch.optim.SGD, lr=0.05, momentum=0.9)
+    )
     fast.prepare(system, "cpu")
     opt = system.optimizer_factory(params=system.trainable_parameters())
     x, xs = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
@@ -291,8 +309,12 @@ def test_one_step_on_resnet56_resnet20_is_finite_with_gradients(method):
 def test_one_cuda_step_under_deterministic_algorithms_and_bf16(method):
     root = OmegaConf.create({"label_smoothing": 0.0})
     root.distill = OmegaConf.load(CONF_DIR / "distill" / f"{method}.yaml")
-    system = Distiller(build("resnet20", 100), FrozenTeacher(build("resnet56", 100)),
-                       instantiate(root.distill), partial(torch.optim.SGD, lr=0.05))  # fmt: skip
+    system = Distiller(
+        build("resnet20", 100),
+        FrozenTeacher(build("resnet56", 100)),
+        instantiate(root.distill),
+        partial(torch.optim.SGD, lr=0.05),
+    )
     fast.prepare(system, "cuda")
     system.cuda()
     x, xs = torch.randn(8, 3, 32, 32, device="cuda"), torch.randn(8, 3, 32, 32, device="cuda")

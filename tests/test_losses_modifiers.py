@@ -106,8 +106,13 @@ def test_instance_temperatures_come_one_per_sample_from_the_mlp():
 
 def test_ctkd_records_its_base_and_refuses_a_non_logit_base():
     params = CTKD(BASES["dkd"]()).method_params()
-    assert params["base"] == {"alpha": 1.0, "beta": 2.0, "temperature": 4.0, "warmup": 0,
-                              "standardize": False}  # fmt: skip
+    assert params["base"] == {
+        "alpha": 1.0,
+        "beta": 2.0,
+        "temperature": 4.0,
+        "warmup": 0,
+        "standardize": False,
+    }
     assert params["mode"] == "global" and params["ramp"] == 10
     from kdlab.distill.base import CrossEntropy
 
@@ -169,8 +174,10 @@ def test_sdd_weights_complementary_regions_by_hand():
     base = LogitKD(alpha=1.0, temperature=2.0)
     sdd = SDD(base, scales=[1, 2], complementary=2.0, stages=["s:t"])
     sdd.stage_pairs = (("s", "t"),)
-    sdd._heads = {"student": (lambda m: m, TinyHead(w).classify),
-                  "teacher": (lambda m: m, TinyHead(w).classify)}  # fmt: skip
+    sdd._heads = {
+        "student": (lambda m: m, TinyHead(w).classify),
+        "teacher": (lambda m: m, TinyHead(w).classify),
+    }
     out = sdd(torch.zeros(1, 3), torch.zeros(1, 3), y, {"s": s_map}, {"t": t_map})
 
     def region(m: Tensor, i: int | None) -> Tensor:  # logits of the global region / cell i
@@ -221,10 +228,15 @@ def test_sdd_refuses_bad_scales_and_non_logit_bases():
         SDD(nn.Module())  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("make", [
-    lambda: NKD(), lambda: WTTM(), lambda: CTKD(BASES["dkd"]()),
-    lambda: CTKD(BASES["nkd"](), mode="instance"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: NKD(),
+        lambda: WTTM(),
+        lambda: CTKD(BASES["dkd"]()),
+        lambda: CTKD(BASES["nkd"](), mode="instance"),
+    ],
+)
 def test_the_losses_stay_float32_and_finite_under_bf16_autocast(make):
     loss = make()
     if isinstance(loss, CTKD):

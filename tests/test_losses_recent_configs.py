@@ -71,8 +71,11 @@ def test_modifiers_wrap_the_chosen_base_with_the_published_settings():
     assert isinstance(sdd.terms["sdd"], SDD) and isinstance(sdd.terms["sdd"].base, NKD)
     assert sdd.terms["sdd"].scales == [1, 2, 4] and sdd.terms["sdd"].complementary == 2.0
     nkd, _ = build_loss(["distill=nkd"])
-    assert nkd.terms["nkd"].method_params() == {"gamma": 1.5, "temperature": 1.0,
-                                                "standardize": False}  # fmt: skip
+    assert nkd.terms["nkd"].method_params() == {
+        "gamma": 1.5,
+        "temperature": 1.0,
+        "standardize": False,
+    }
 
 
 @pytest.mark.parametrize(("teacher_arch", "student_arch"), PAIRS)

@@ -41,8 +41,13 @@ def t_(rows) -> Tensor:
 
 def run(loss, fs: Tensor, ft: Tensor, stage: str = "pool") -> dict:
     b = fs.shape[0]
-    return loss(torch.zeros(b, 3), torch.zeros(b, 3), torch.zeros(b, dtype=torch.long),
-                {stage: fs}, {stage: ft})  # fmt: skip
+    return loss(
+        torch.zeros(b, 3),
+        torch.zeros(b, 3),
+        torch.zeros(b, dtype=torch.long),
+        {stage: fs},
+        {stage: ft},
+    )
 
 
 def huber(x: float) -> float:
@@ -160,11 +165,12 @@ def test_rkd_gradients_settings_and_batch_of_one():
     loss = RKD()
     loss.bind(Toy(3), Toy(4))
     assert loss.stage_pairs == (("pool", "pool"),)
-    assert loss.method_params() == {"distance_weight": 25.0, "angle_weight": 50.0,
-                                    "stages": "pool"}  # fmt: skip
-    for kwargs, match in [({"distance_weight": -1}, "distance_weight=-1"),
-                          ({"angle_weight": float("nan")}, "angle_weight=nan"),
-                          ({"distance_weight": 0, "angle_weight": 0}, "at least one")]:  # fmt: skip
+    assert loss.method_params() == {"distance_weight": 25.0, "angle_weight": 50.0, "stages": "pool"}
+    for kwargs, match in [
+        ({"distance_weight": -1}, "distance_weight=-1"),
+        ({"angle_weight": float("nan")}, "angle_weight=nan"),
+        ({"distance_weight": 0, "angle_weight": 0}, "at least one"),
+    ]:
         with pytest.raises(ValueError, match=match):
             RKD(**kwargs)
 

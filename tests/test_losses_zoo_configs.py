@@ -55,8 +55,13 @@ def test_configs_carry_the_published_weights() -> None:
         "reviewkd": {"ce": 1.0, "kd": 0.0, "reviewkd": 5.0},
     }
     dkd = build_loss("dkd").terms["dkd"].method_params()
-    assert dkd == {"alpha": 1.0, "beta": 8.0, "temperature": 4.0, "warmup": 20,
-                   "standardize": False}  # fmt: skip
+    assert dkd == {
+        "alpha": 1.0,
+        "beta": 8.0,
+        "temperature": 4.0,
+        "warmup": 20,
+        "standardize": False,
+    }
     crd = build_loss("crd").terms["crd"].method_params()
     assert crd == {"feat_dim": 128, "nce_k": 16, "nce_t": 0.07, "nce_m": 0.5, "stages": "pool"}
 

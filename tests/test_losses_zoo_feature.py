@@ -51,8 +51,9 @@ def t_(*rows) -> Tensor:
 
 
 def run(loss, s_feats: dict, t_feats: dict) -> dict:
-    return loss(torch.zeros(1, 3), torch.zeros(1, 3), torch.zeros(1, dtype=torch.long),
-                s_feats, t_feats)  # fmt: skip
+    return loss(
+        torch.zeros(1, 3), torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), s_feats, t_feats
+    )
 
 
 def grads_of(loss, s_feats: dict, t_feats: dict) -> dict:
@@ -64,8 +65,9 @@ def grads_of(loss, s_feats: dict, t_feats: dict) -> dict:
 
 
 def assert_reaches_student_not_teacher(g: dict) -> None:
-    assert all(v is not None and torch.isfinite(v).all() and v.abs().sum() > 0
-               for v in g["s"].values())  # fmt: skip
+    assert all(
+        v is not None and torch.isfinite(v).all() and v.abs().sum() > 0 for v in g["s"].values()
+    )
     assert all(v is None for v in g["t"].values()), "teacher features must be detached"
 
 
@@ -183,10 +185,12 @@ def test_vid_gradients_and_settings():
     assert_reaches_student_not_teacher(grads_of(loss, s, t))
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in loss.parameters())
     assert loss.method_params() == {"init_pred_var": 5.0, "eps": 1e-5, "stages": "body"}
-    for kwargs, match in [({"init_pred_var": 0}, "init_pred_var=0"),
-                          ({"init_pred_var": 1e-6}, "larger than eps"),
-                          ({"eps": -1.0}, "eps=-1.0"),
-                          ({"eps": float("nan")}, "eps=nan")]:  # fmt: skip
+    for kwargs, match in [
+        ({"init_pred_var": 0}, "init_pred_var=0"),
+        ({"init_pred_var": 1e-6}, "larger than eps"),
+        ({"eps": -1.0}, "eps=-1.0"),
+        ({"eps": float("nan")}, "eps=nan"),
+    ]:
         with pytest.raises(ValueError, match=match):
             VID(**kwargs)
 
@@ -265,12 +269,22 @@ def test_ft_phases_train_the_paraphraser_then_the_translator():
     assert all(p.grad is None for p in para.parameters())
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trans.parameters())
     assert sum(p.grad.abs().sum() for p in trans.parameters()) > 0
-    assert loss.method_params() == {"rate": 0.5, "p": 2.0, "q": 1.0, "init_epochs": 1,
-                                    "rec_weight": 1.0, "stages": "last"}  # fmt: skip
-    for kwargs, match in [({"rate": 0}, "rate=0"), ({"p": -2}, "p=-2"), ({"q": None}, "q=None"),
-                          ({"init_epochs": -1}, "init_epochs=-1"),
-                          ({"init_epochs": 2.5}, "init_epochs=2.5"),
-                          ({"rec_weight": -1.0}, "rec_weight=-1.0")]:  # fmt: skip
+    assert loss.method_params() == {
+        "rate": 0.5,
+        "p": 2.0,
+        "q": 1.0,
+        "init_epochs": 1,
+        "rec_weight": 1.0,
+        "stages": "last",
+    }
+    for kwargs, match in [
+        ({"rate": 0}, "rate=0"),
+        ({"p": -2}, "p=-2"),
+        ({"q": None}, "q=None"),
+        ({"init_epochs": -1}, "init_epochs=-1"),
+        ({"init_epochs": 2.5}, "init_epochs=2.5"),
+        ({"rec_weight": -1.0}, "rec_weight=-1.0"),
+    ]:
         with pytest.raises(ValueError, match=match):
             FactorTransfer(**kwargs)
     with pytest.raises(ValueError, match="factor channels"):
@@ -358,8 +372,9 @@ def test_zoo_config_trains_one_distiller_step(method, student, teacher_net):
     assert loss.weights["ce"] == 1.0 and loss.weights["kd"] == 0.0 and loss.weights[method] > 0
     torch.manual_seed(1)
     net = MODELS[student](100)
-    system = Distiller(net, FrozenTeacher(teacher_net), loss,
-                       functools.partial(torch.optim.SGD, lr=0.01))  # fmt: skip
+    system = Distiller(
+        net, FrozenTeacher(teacher_net), loss, functools.partial(torch.optim.SGD, lr=0.01)
+    )
     term = loss.terms[method]
     assert term.stage_pairs and loss.uses_features and not loss.student_preact
     phases = [0, term.init_epochs] if isinstance(term, FactorTransfer) else [0]

@@ -7,16 +7,12 @@ method written outside the repository (its own module and config, nothing else) 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers_sweep import REPO, make_world, results, run_train, tiny  # noqa: E402
-
-from kdlab.report.build import make_report  # noqa: E402
+from kdlab.report.build import make_report
+from tests.helpers_sweep import REPO, make_world, results, run_train, tiny
 
 pytestmark = pytest.mark.slow
 METHODS = sorted(p.stem for p in (REPO / "conf" / "distill").glob("*.yaml"))
@@ -73,10 +69,18 @@ def test_every_method_sweeps_records_its_settings_and_reports_apart(world, metho
     key, values = sweep_setting(method)
     sweep = world["root"] / f"sweep_{method}"
     run_train(
-        world["root"], "-m", *PAIR, f"distill={method}", f"method={method}", "name=contract",
-        *shared_overrides(method), *tiny(world), "trainer.limit_train_batches=1",
-        f"{key}={','.join(map(str, values))}", f"hydra.sweep.dir={sweep}",
-    )  # fmt: skip
+        world["root"],
+        "-m",
+        *PAIR,
+        f"distill={method}",
+        f"method={method}",
+        "name=contract",
+        *shared_overrides(method),
+        *tiny(world),
+        "trainer.limit_train_batches=1",
+        f"{key}={','.join(map(str, values))}",
+        f"hydra.sweep.dir={sweep}",
+    )
     jobs = sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
     assert len(jobs) == 2 and jobs[0].name.split("_", 1)[1] != jobs[1].name.split("_", 1)[1]
     used = []
@@ -127,10 +131,17 @@ def test_a_new_method_is_its_module_and_config_only(tmp_path):
     (conf / "toy.yaml").write_text("_target_: toy_method.ToyKD\ngamma: 1.0\nweight: 0.5\n")
     sweep = tmp_path / "toy_sweep"
     run_train(
-        tmp_path, "-m", "+experiment=r56_cnn_logit", "teacher=cnn", "distill=toy", "method=toy",
-        *tiny(world), "distill.gamma=1,2",
-        f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.sweep.dir={sweep}",
-    )  # fmt: skip
+        tmp_path,
+        "-m",
+        "+experiment=r56_cnn_logit",
+        "teacher=cnn",
+        "distill=toy",
+        "method=toy",
+        *tiny(world),
+        "distill.gamma=1,2",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        f"hydra.sweep.dir={sweep}",
+    )
     jobs = sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
     assert [j.name for j in jobs] == ["0_r56_cnn_logit_g1_s0", "1_r56_cnn_logit_g2_s0"]
     for job, gamma in zip(jobs, (1.0, 2.0), strict=True):

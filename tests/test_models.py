@@ -42,8 +42,11 @@ def test_logits_shape_and_forward_equals_forward_stages(factory, num_classes):
 
 def test_resnet_stage_shapes_with_cifar_stem():
     assert stage_shapes(resnet18(10)) == {
-        "layer1": (64, 32, 32), "layer2": (128, 16, 16), "layer3": (256, 8, 8), "layer4": (512, 4, 4),
-    }  # fmt: skip
+        "layer1": (64, 32, 32),
+        "layer2": (128, 16, 16),
+        "layer3": (256, 8, 8),
+        "layer4": (512, 4, 4),
+    }
     assert stage_shapes(resnet50(10))["layer4"] == (2048, 4, 4)
     assert stage_shapes(preresnet20(100)) == {
         "layer1": (16, 32, 32),

@@ -61,23 +61,59 @@ VGG |= {"block3": (512, 4, 4), "block4": (512, 4, 4), "pool": (512,)}
 SHAPES = {
     **{f"resnet{d}": THIN for d in (8, 14, 20, 32, 44, 56, 110)},
     **{f"vgg{d}": VGG for d in (8, 11, 13, 16, 19)},
-    "resnet8x4": {"stem": (32, 32, 32), "layer1": (64, 32, 32), "layer2": (128, 16, 16),
-                  "layer3": (256, 8, 8), "pool": (256,)},
-    "resnet32x4": {"stem": (32, 32, 32), "layer1": (64, 32, 32), "layer2": (128, 16, 16),
-                   "layer3": (256, 8, 8), "pool": (256,)},
+    "resnet8x4": {
+        "stem": (32, 32, 32),
+        "layer1": (64, 32, 32),
+        "layer2": (128, 16, 16),
+        "layer3": (256, 8, 8),
+        "pool": (256,),
+    },
+    "resnet32x4": {
+        "stem": (32, 32, 32),
+        "layer1": (64, 32, 32),
+        "layer2": (128, 16, 16),
+        "layer3": (256, 8, 8),
+        "pool": (256,),
+    },
     "wrn_16_1": THIN,
     "wrn_40_1": THIN,
-    "wrn_16_2": {"stem": (16, 32, 32), "layer1": (32, 32, 32), "layer2": (64, 16, 16),
-                 "layer3": (128, 8, 8), "pool": (128,)},
-    "wrn_40_2": {"stem": (16, 32, 32), "layer1": (32, 32, 32), "layer2": (64, 16, 16),
-                 "layer3": (128, 8, 8), "pool": (128,)},
-    "mobilenetv2": {"stem": (16, 16, 16), "block1": (12, 16, 16), "block2": (16, 8, 8),
-                    "block4": (48, 4, 4), "block6": (160, 2, 2), "pool": (1280,)},
-    "shufflev1": {"stem": (24, 32, 32), "layer1": (240, 16, 16), "layer2": (480, 8, 8),
-                  "layer3": (960, 4, 4), "pool": (960,)},
-    "shufflev2": {"stem": (24, 32, 32), "layer1": (116, 16, 16), "layer2": (232, 8, 8),
-                  "layer3": (464, 4, 4), "pool": (1024,)},
-}  # fmt: skip
+    "wrn_16_2": {
+        "stem": (16, 32, 32),
+        "layer1": (32, 32, 32),
+        "layer2": (64, 16, 16),
+        "layer3": (128, 8, 8),
+        "pool": (128,),
+    },
+    "wrn_40_2": {
+        "stem": (16, 32, 32),
+        "layer1": (32, 32, 32),
+        "layer2": (64, 16, 16),
+        "layer3": (128, 8, 8),
+        "pool": (128,),
+    },
+    "mobilenetv2": {
+        "stem": (16, 16, 16),
+        "block1": (12, 16, 16),
+        "block2": (16, 8, 8),
+        "block4": (48, 4, 4),
+        "block6": (160, 2, 2),
+        "pool": (1280,),
+    },
+    "shufflev1": {
+        "stem": (24, 32, 32),
+        "layer1": (240, 16, 16),
+        "layer2": (480, 8, 8),
+        "layer3": (960, 4, 4),
+        "pool": (960,),
+    },
+    "shufflev2": {
+        "stem": (24, 32, 32),
+        "layer1": (116, 16, 16),
+        "layer2": (232, 8, 8),
+        "layer3": (464, 4, 4),
+        "pool": (1024,),
+    },
+}
 
 
 def fingerprint(state: dict[str, torch.Tensor]) -> str:
@@ -238,7 +274,10 @@ def test_published_names_resolve_and_unknown_archs_raise():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_model_config_builds_the_model(arch):
     cfg = OmegaConf.create(
-        {"data": {"num_classes": 10, "image_size": 32}, "model": OmegaConf.load(CONF / f"{arch}.yaml")}
+        {
+            "data": {"num_classes": 10, "image_size": 32},
+            "model": OmegaConf.load(CONF / f"{arch}.yaml"),
+        }
     )
     net = instantiate(cfg.model)
     assert net.arch == arch and net.num_classes == 10

@@ -5,8 +5,6 @@ distillation gradient and back-propagates the task part; a run records the optim
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -32,8 +30,9 @@ def run_dot(momentum: float, delta: float, wd: float, lr: float = 0.1):
         p.grad = g_task.clone()
         opt.step()
         state = opt.state[p]
-        trace.append((p.detach().clone(), state["task_buffer"].clone(),
-                      state["distill_buffer"].clone()))  # fmt: skip
+        trace.append(
+            (p.detach().clone(), state["task_buffer"].clone(), state["distill_buffer"].clone())
+        )
     return trace
 
 
@@ -64,8 +63,9 @@ def test_different_momenta_keep_two_buffers_three_steps_by_hand():
         assert kd_buf.tolist() == pytest.approx(b_kd, abs=1e-6), step
         assert p.tolist() == pytest.approx(theta, abs=1e-6), step
     # the buffers really differ from what one SGD buffer would hold
-    assert not torch.allclose(trace[2][1] + trace[2][2], run_dot(mu, 0.0, wd, lr)[2][1]
-                              + run_dot(mu, 0.0, wd, lr)[2][2])  # fmt: skip
+    assert not torch.allclose(
+        trace[2][1] + trace[2][2], run_dot(mu, 0.0, wd, lr)[2][1] + run_dot(mu, 0.0, wd, lr)[2][2]
+    )
 
 
 def test_a_parameter_only_one_loss_reaches_uses_the_plain_momentum():
@@ -86,8 +86,7 @@ def test_bad_momenta_are_refused():
 
 def test_the_system_hands_dot_the_distillation_gradient_and_backpropagates_the_task():
     torch.manual_seed(0)
-    loss = Combined({"ce": CrossEntropy(), "dkd": DKD(beta=2.0, warmup=0)},
-                    {"ce": 1.0, "dkd": 1.0})  # fmt: skip
+    loss = Combined({"ce": CrossEntropy(), "dkd": DKD(beta=2.0, warmup=0)}, {"ce": 1.0, "dkd": 1.0})
     factory = functools.partial(DOT, lr=0.05, momentum=0.9, delta=0.075, weight_decay=0.0)
     system = Distiller(build("resnet8", 100), FrozenTeacher(build("resnet14", 100)), loss, factory)
     opt = system.configure_optimizers()["optimizer"]
@@ -113,8 +112,9 @@ def test_the_system_hands_dot_the_distillation_gradient_and_backpropagates_the_t
 def test_dot_refuses_clipping_ddp_and_accumulation():
     factory = functools.partial(DOT, lr=0.05)
     loss = Combined({"ce": CrossEntropy(), "dkd": DKD()}, {"ce": 1.0, "dkd": 1.0})
-    system = Distiller(build("resnet8", 10), FrozenTeacher(build("resnet8", 10)), loss, factory,
-                       grad_clip=1.0)  # fmt: skip
+    system = Distiller(
+        build("resnet8", 10), FrozenTeacher(build("resnet8", 10)), loss, factory, grad_clip=1.0
+    )
     with pytest.raises(ValueError, match="grad_clip=null"):
         system.configure_optimizers()
     from kdlab.systems.gradients import check_split_gradients
@@ -128,16 +128,26 @@ def test_dot_refuses_clipping_ddp_and_accumulation():
 
 @pytest.mark.slow
 def test_a_dot_run_trains_and_records_the_optimiser(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from helpers_sweep import make_world, results, run_train, tiny
+    from tests.helpers_sweep import make_world, results, run_train, tiny
 
     world = make_world(tmp_path)
     out = tmp_path / "run"
     run_train(
-        tmp_path, "+experiment=r56_cnn_logit", "teacher=cnn", "optim=dot", "grad_clip=null",
-        *tiny(world), "trainer.limit_train_batches=2", f"hydra.run.dir={out}",
-    )  # fmt: skip
+        tmp_path,
+        "+experiment=r56_cnn_logit",
+        "teacher=cnn",
+        "optim=dot",
+        "grad_clip=null",
+        *tiny(world),
+        "trainer.limit_train_batches=2",
+        f"hydra.run.dir={out}",
+    )
     res = results(out)
     assert res["status"] == "finished"
-    assert res["optimizer"] == {"name": "kdlab.optim.dot.DOT", "lr": 0.05, "momentum": 0.9,
-                                "delta": 0.075, "weight_decay": 5e-4}  # fmt: skip
+    assert res["optimizer"] == {
+        "name": "kdlab.optim.dot.DOT",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "delta": 0.075,
+        "weight_decay": 5e-4,
+    }

@@ -11,8 +11,18 @@ from kdlab.report.__main__ import main
 from kdlab.report.build import make_report
 from kdlab.report.collect import ReportError, ReportWarning, collect_runs
 
-GOOD = {"dataset": "cifar10", "teacher": None, "student": "r18", "method": "baseline", "alpha": None,
-        "temperature": None, "beta": None, "seed": 0, "val_acc_best": 95.0, "test_acc_best": 94.5}  # fmt: skip
+GOOD = {
+    "dataset": "cifar10",
+    "teacher": None,
+    "student": "r18",
+    "method": "baseline",
+    "alpha": None,
+    "temperature": None,
+    "beta": None,
+    "seed": 0,
+    "val_acc_best": 95.0,
+    "test_acc_best": 94.5,
+}
 
 
 def job(root: Path, name: str, content: str | dict | None) -> Path:
@@ -91,10 +101,16 @@ def test_low_data_runs_form_their_own_groups_and_pair_with_their_own_baseline(tm
     for seed in (0, 1):
         job(tmp_path, f"base{seed}", GOOD | {"seed": seed, "test_acc_best": 90.0 + seed})
         job(tmp_path, f"kd{seed}", kd | {"seed": seed, "test_acc_best": 91.0 + seed})
-        job(tmp_path, f"base5k{seed}", GOOD | {"seed": seed, "train_size": 5000,
-                                               "test_acc_best": 60.0 + seed})  # fmt: skip
-        job(tmp_path, f"kd5k{seed}", kd | {"seed": seed, "train_size": 5000,
-                                           "test_acc_best": 70.0 + seed})  # fmt: skip
+        job(
+            tmp_path,
+            f"base5k{seed}",
+            GOOD | {"seed": seed, "train_size": 5000, "test_acc_best": 60.0 + seed},
+        )
+        job(
+            tmp_path,
+            f"kd5k{seed}",
+            kd | {"seed": seed, "train_size": 5000, "test_acc_best": 70.0 + seed},
+        )
     groups = group_runs(collect_runs([tmp_path]))
     assert sorted({g.dataset for g in groups.values()}) == ["cifar10", "cifar10[5000]"]
     deltas = {

@@ -29,11 +29,24 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _train(tmp: Path, sweep_dir: Path, *args: str) -> None:
-    cmd = [sys.executable, "-m", "kdlab.train", *args[:1], f"data.root={tmp / 'data'}",
-           "data.val_size=50", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-           "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "logger=csv",
-           "data.batch_size=16", "data.num_workers=0", f"paths.log_dir={tmp / 'logs'}",
-           f"hydra.sweep.dir={sweep_dir}", *args[1:]]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "kdlab.train",
+        *args[:1],
+        f"data.root={tmp / 'data'}",
+        "data.val_size=50",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "logger=csv",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        f"paths.log_dir={tmp / 'logs'}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *args[1:],
+    ]
     proc = subprocess.run(cmd, cwd=tmp, env=_env(tmp), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
 
@@ -51,16 +64,32 @@ def test_sweep_then_report_writes_all_outputs(tmp_path):
     ckpt = export_weights(preresnet56(10), tmp_path / "r56.ckpt", cfg, dataset="cifar10", seed=0)
     sweeps = tmp_path / "sweeps"
     _train(tmp_path, sweeps / "baseline", "+experiment=baseline_cnn", "-m", "seed=0,1")
-    _train(tmp_path, sweeps / "kd", "+experiment=r56_cnn_logit", f"teacher.ckpt={ckpt}",
-           "-m", "alpha=0.3,0.7", "seed=0,1")  # fmt: skip
+    _train(
+        tmp_path,
+        sweeps / "kd",
+        "+experiment=r56_cnn_logit",
+        f"teacher.ckpt={ckpt}",
+        "-m",
+        "alpha=0.3,0.7",
+        "seed=0,1",
+    )
 
-    proc = subprocess.run([sys.executable, "-m", "kdlab.report", str(sweeps)], cwd=tmp_path,
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "kdlab.report", str(sweeps)],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     out = sweeps / "report"
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert sorted((r["method"], r["alpha"], r["n"]) for r in rows) == [
-        ("baseline", "", "2"), ("logit", "0.3", "2"), ("logit", "0.7", "2")]  # fmt: skip
+        ("baseline", "", "2"),
+        ("logit", "0.3", "2"),
+        ("logit", "0.7", "2"),
+    ]
     assert all(r["delta_n"] == "2" for r in rows if r["method"] == "logit")
     md = (out / "results.md").read_text()
     assert "## Capacity gap (cifar10)" in md and "| R56 (" in md

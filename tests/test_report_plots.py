@@ -20,8 +20,16 @@ ALPHAS, TEMPS = (0.3, 0.5, 0.7), (2, 3, 4)
 def write_run(
     root: Path, name: str, curve: list[tuple[int, float]] | None = None, **fields
 ) -> None:
-    base = {"dataset": "cifar10", "teacher": None, "student": "r18", "method": "baseline",
-            "alpha": None, "temperature": None, "beta": None, "status": "finished"}  # fmt: skip
+    base = {
+        "dataset": "cifar10",
+        "teacher": None,
+        "student": "r18",
+        "method": "baseline",
+        "alpha": None,
+        "temperature": None,
+        "beta": None,
+        "status": "finished",
+    }
     base.update(fields)
     d = root / name
     d.mkdir(parents=True)
@@ -50,9 +58,18 @@ def sweep(tmp_path: Path) -> Path:
             for t in TEMPS:
                 if (a, t) == (0.7, 4):
                     continue
-                write_run(tmp_path, f"kd_{a}_{t}/{s}", [(0, 52.0), (1, 62.0 + 2 * s)], teacher="r34",
-                          method="logit", alpha=a, temperature=t, seed=s, val_acc_best=60 + a + t / 10,
-                          test_acc_best=60 + s)  # fmt: skip
+                write_run(
+                    tmp_path,
+                    f"kd_{a}_{t}/{s}",
+                    [(0, 52.0), (1, 62.0 + 2 * s)],
+                    teacher="r34",
+                    method="logit",
+                    alpha=a,
+                    temperature=t,
+                    seed=s,
+                    val_acc_best=60 + a + t / 10,
+                    test_acc_best=60 + s,
+                )
     return tmp_path
 
 

@@ -18,16 +18,31 @@ from kdlab.report.stats import group_runs
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_PAIRS = [
-    "resnet56_resnet20", "resnet110_resnet20", "resnet110_resnet32", "resnet32x4_resnet8x4",
-    "wrn_40_2_wrn_16_2", "wrn_40_2_wrn_40_1", "vgg13_vgg8", "vgg13_mobilenetv2",
-    "r50_mobilenetv2", "r50_vgg8", "resnet32x4_shufflev1", "resnet32x4_shufflev2",
+    "resnet56_resnet20",
+    "resnet110_resnet20",
+    "resnet110_resnet32",
+    "resnet32x4_resnet8x4",
+    "wrn_40_2_wrn_16_2",
+    "wrn_40_2_wrn_40_1",
+    "vgg13_vgg8",
+    "vgg13_mobilenetv2",
+    "r50_mobilenetv2",
+    "r50_vgg8",
+    "resnet32x4_shufflev1",
+    "resnet32x4_shufflev2",
     "wrn_40_2_shufflev1",
-]  # fmt: skip
+]
 
 
 def write_run(root: Path, name: str, **fields) -> None:
-    base = {"dataset": "cifar100", "teacher": None, "method": "baseline", "epochs": 240,
-            "status": "finished", "val_acc_best": 70.0}  # fmt: skip
+    base = {
+        "dataset": "cifar100",
+        "teacher": None,
+        "method": "baseline",
+        "epochs": 240,
+        "status": "finished",
+        "val_acc_best": 70.0,
+    }
     base.update(fields)
     d = root / name
     (d / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -39,29 +54,94 @@ def fake_sweep(root: Path) -> Path:
     kd = {"method_params": {"alpha": 0.9, "temperature": 4}, "method_label": "α=0.9, T=4"}
     for s in (0, 1):
         # own teacher runs of resnet32x4 (published 79.42)
-        write_run(root, f"teacher_resnet32x4/{s}", student="resnet32x4", method="teacher", seed=s,
-                  test_acc_best=[79.0, 79.4][s], test_acc_final=[79.1, 79.3][s])  # fmt: skip
-        write_run(root, f"baseline_resnet8x4/{s}", student="resnet8x4", seed=s,
-                  test_acc_best=[72.0, 72.2][s], test_acc_final=[72.1, 72.3][s])  # fmt: skip
+        write_run(
+            root,
+            f"teacher_resnet32x4/{s}",
+            student="resnet32x4",
+            method="teacher",
+            seed=s,
+            test_acc_best=[79.0, 79.4][s],
+            test_acc_final=[79.1, 79.3][s],
+        )
+        write_run(
+            root,
+            f"baseline_resnet8x4/{s}",
+            student="resnet8x4",
+            seed=s,
+            test_acc_best=[72.0, 72.2][s],
+            test_acc_final=[72.1, 72.3][s],
+        )
         # KD (logit) resnet32x4 → resnet8x4: published 73.33
-        write_run(root, f"kd/{s}", teacher="resnet32x4", student="resnet8x4", method="logit",
-                  seed=s, test_acc_best=[73.0, 73.4][s], test_acc_final=[73.5, 73.5][s],
-                  teacher_test_acc=79.2, **kd)  # fmt: skip
+        write_run(
+            root,
+            f"kd/{s}",
+            teacher="resnet32x4",
+            student="resnet8x4",
+            method="logit",
+            seed=s,
+            test_acc_best=[73.0, 73.4][s],
+            test_acc_final=[73.5, 73.5][s],
+            teacher_test_acc=79.2,
+            **kd,
+        )
         # DKD resnet32x4 → resnet8x4: published 76.32
-        write_run(root, f"dkd/{s}", teacher="resnet32x4", student="resnet8x4", method="dkd",
-                  seed=s, test_acc_best=[76.0, 76.2][s], test_acc_final=[76.1, 76.3][s],
-                  teacher_test_acc=79.2, method_params={"weights": {"dkd": 1.0}})  # fmt: skip
+        write_run(
+            root,
+            f"dkd/{s}",
+            teacher="resnet32x4",
+            student="resnet8x4",
+            method="dkd",
+            seed=s,
+            test_acc_best=[76.0, 76.2][s],
+            test_acc_final=[76.1, 76.3][s],
+            teacher_test_acc=79.2,
+            method_params={"weights": {"dkd": 1.0}},
+        )
         # DIST r50 → mobilenetv2 with a released teacher (no teacher runs): published 68.66 ± 0.23
-        write_run(root, f"dist/{s}", teacher="r50", student="mobilenetv2", method="dist", seed=s,
-                  test_acc_best=[68.5, 68.7][s], test_acc_final=[68.6, 68.8][s],
-                  teacher_test_acc=79.30)  # fmt: skip
+        write_run(
+            root,
+            f"dist/{s}",
+            teacher="r50",
+            student="mobilenetv2",
+            method="dist",
+            seed=s,
+            test_acc_best=[68.5, 68.7][s],
+            test_acc_final=[68.6, 68.8][s],
+            teacher_test_acc=79.30,
+        )
         # left out: a pair the table does not have, a cell without a number, another dataset
-        write_run(root, f"unknown_pair/{s}", teacher="resnet56", student="resnet8x4",
-                  method="logit", seed=s, test_acc_best=71.0, teacher_test_acc=72.0, **kd)  # fmt: skip
-        write_run(root, f"no_number/{s}", teacher="resnet110", student="resnet20", method="dkd",
-                  seed=s, test_acc_best=70.0, teacher_test_acc=74.0)  # fmt: skip
-        write_run(root, f"cifar10/{s}", dataset="cifar10", teacher="r50", student="r18",
-                  method="logit", seed=s, test_acc_best=95.0, **kd)  # fmt: skip
+        write_run(
+            root,
+            f"unknown_pair/{s}",
+            teacher="resnet56",
+            student="resnet8x4",
+            method="logit",
+            seed=s,
+            test_acc_best=71.0,
+            teacher_test_acc=72.0,
+            **kd,
+        )
+        write_run(
+            root,
+            f"no_number/{s}",
+            teacher="resnet110",
+            student="resnet20",
+            method="dkd",
+            seed=s,
+            test_acc_best=70.0,
+            teacher_test_acc=74.0,
+        )
+        write_run(
+            root,
+            f"cifar10/{s}",
+            dataset="cifar10",
+            teacher="r50",
+            student="r18",
+            method="logit",
+            seed=s,
+            test_acc_best=95.0,
+            **kd,
+        )
     return root
 
 
@@ -71,8 +151,9 @@ def _row(md: str, start: str) -> str:
 
 
 def test_each_group_lands_beside_its_published_cell(tmp_path):
-    out = make_report([fake_sweep(tmp_path / "sweep")], tmp_path / "rep", figures=False,
-                      reference="cifar100")  # fmt: skip
+    out = make_report(
+        [fake_sweep(tmp_path / "sweep")], tmp_path / "rep", figures=False, reference="cifar100"
+    )
     md = out.markdown.read_text()
     section = md[md.index("## Published numbers (cifar100)") :]
     rs = "RepDistiller README (CRD, Tian et al. ICLR 2020)"
@@ -102,11 +183,20 @@ def test_each_group_lands_beside_its_published_cell(tmp_path):
     # the table order: teachers (also those of left-out pairs), baselines, then the pairs and
     # methods in the published order
     labels = [ln.split("|")[1].strip() for ln in section.splitlines() if ln.startswith("| ")]
-    assert labels[1:] == ["resnet56", "resnet110", "resnet32x4", "r50", "resnet8x4",
-                          "resnet32x4 → resnet8x4", "resnet32x4 → resnet8x4",
-                          "r50 → mobilenetv2"]  # fmt: skip
+    assert labels[1:] == [
+        "resnet56",
+        "resnet110",
+        "resnet32x4",
+        "r50",
+        "resnet8x4",
+        "resnet32x4 → resnet8x4",
+        "resnet32x4 → resnet8x4",
+        "r50 → mobilenetv2",
+    ]
     assert [ln.split("|")[2].strip() for ln in section.splitlines() if "resnet32x4 → " in ln] == [
-        "KD (logit)", "DKD"]  # fmt: skip
+        "KD (logit)",
+        "DKD",
+    ]
     left_out = section[section.index("Left out:") :]
     assert "runs on cifar10 are not compared (the reference is cifar100)" in left_out
     assert "- resnet56 → resnet8x4 logit: pair not in the published table\n" in left_out
@@ -116,8 +206,13 @@ def test_each_group_lands_beside_its_published_cell(tmp_path):
 
 def test_terminal_shows_the_comparison(tmp_path):
     console = Console(record=True, width=220)
-    make_report([fake_sweep(tmp_path / "s")], tmp_path / "r", console=console, figures=False,
-                reference="cifar100")  # fmt: skip
+    make_report(
+        [fake_sweep(tmp_path / "s")],
+        tmp_path / "r",
+        console=console,
+        figures=False,
+        reference="cifar100",
+    )
     text = console.export_text()
     assert "Published numbers (cifar100): Δ = kdlab − published" in text
     assert "73.33" in text and "-0.13" in text and "+0.17" in text
@@ -125,8 +220,15 @@ def test_terminal_shows_the_comparison(tmp_path):
 
 
 def test_unknown_methods_are_noted_and_no_match_is_said(tmp_path):
-    write_run(tmp_path, "f/0", teacher="resnet32x4", student="resnet8x4", method="feature",
-              seed=0, test_acc_best=73.0)  # fmt: skip
+    write_run(
+        tmp_path,
+        "f/0",
+        teacher="resnet32x4",
+        student="resnet8x4",
+        method="feature",
+        seed=0,
+        test_acc_best=73.0,
+    )
     groups = group_runs(collect_runs([tmp_path]))
     rows, notes = compare(groups, load_reference("cifar100"))
     assert [r.label for r in rows] == ["resnet32x4"]  # its teacher, from teacher_test_acc: none
@@ -166,15 +268,21 @@ def test_shipped_table_covers_the_benchmark():
     assert ref.cells[("resnet32x4", "resnet8x4", "CRD")].top1 == 75.51
     assert ref.cells[("r50", "vgg8", "KD")].top1 == 73.81
     assert ref.cells[("resnet32x4", "shufflev2", "DKD")].top1 == 77.07
-    assert (ref.cells[("wrn_40_2", "wrn_40_1", "DIST")].top1,
-            ref.cells[("wrn_40_2", "wrn_40_1", "DIST")].std) == (74.43, 0.24)  # fmt: skip
+    assert (
+        ref.cells[("wrn_40_2", "wrn_40_1", "DIST")].top1,
+        ref.cells[("wrn_40_2", "wrn_40_1", "DIST")].std,
+    ) == (74.43, 0.24)
     assert ref.cells[("wrn_40_2", "wrn_40_1", "FSP")].top1 is None  # published N/A
 
 
 def _recipe(epochs=240, batch=64, lr=0.05, strong=False):
-    return {"epochs": epochs, "batch_size": batch, "lr": lr,
-            "augmentation": "crop+flip+strong" if strong else "crop+flip",
-            "strong_augmentation": strong}  # fmt: skip
+    return {
+        "epochs": epochs,
+        "batch_size": batch,
+        "lr": lr,
+        "augmentation": "crop+flip+strong" if strong else "crop+flip",
+        "strong_augmentation": strong,
+    }
 
 
 def test_a_differing_recipe_is_flagged_and_a_matching_one_is_not(tmp_path):
@@ -182,12 +290,28 @@ def test_a_differing_recipe_is_flagged_and_a_matching_one_is_not(tmp_path):
     lr 0.0025; a 240-epoch crop+flip run beside it is flagged, KD with the benchmark recipe is
     not."""
     for s in (0, 1):
-        write_run(tmp_path, f"mlkd/{s}", teacher="r50", student="mobilenetv2", method="mlkd",
-                  seed=s, test_acc_best=70.0, teacher_test_acc=79.3,
-                  recipe=_recipe(lr=0.01))  # fmt: skip
-        write_run(tmp_path, f"kd/{s}", teacher="resnet32x4", student="resnet8x4",
-                  method="logit", seed=s, test_acc_best=73.0, teacher_test_acc=79.2,
-                  recipe=_recipe())  # fmt: skip
+        write_run(
+            tmp_path,
+            f"mlkd/{s}",
+            teacher="r50",
+            student="mobilenetv2",
+            method="mlkd",
+            seed=s,
+            test_acc_best=70.0,
+            teacher_test_acc=79.3,
+            recipe=_recipe(lr=0.01),
+        )
+        write_run(
+            tmp_path,
+            f"kd/{s}",
+            teacher="resnet32x4",
+            student="resnet8x4",
+            method="logit",
+            seed=s,
+            test_acc_best=73.0,
+            teacher_test_acc=79.2,
+            recipe=_recipe(),
+        )
     groups = group_runs(collect_runs([tmp_path]))
     rows, _ = compare(groups, load_reference("cifar100"))
     flags = {r.label: r.recipe_flag() for r in rows if r.kind == "distill"}
@@ -197,8 +321,9 @@ def test_a_differing_recipe_is_flagged_and_a_matching_one_is_not(tmp_path):
     )
     assert flags["resnet32x4 → resnet8x4"] is None
     console = Console(record=True, width=300)
-    out = make_report([tmp_path], tmp_path / "rep", figures=False, reference="cifar100",
-                      console=console)  # fmt: skip
+    out = make_report(
+        [tmp_path], tmp_path / "rep", figures=False, reference="cifar100", console=console
+    )
     assert "recipe differs: r50 → mobilenetv2 MLKD: published with 480 epochs" in (
         console.export_text()
     )
@@ -241,11 +366,19 @@ def test_a_run_records_the_recipe_the_report_compares():
 
     from kdlab.results import training_recipe
 
-    cfg = OmegaConf.create({"trainer": {"max_epochs": 240}, "optim": {"lr": 0.05},
-                            "data": {"batch_size": 64, "augment": True, "strong_view": True,
-                                     "mixup_alpha": 0.0}})  # fmt: skip
-    assert training_recipe(cfg) == {"epochs": 240, "batch_size": 64, "lr": 0.05,
-                                    "augmentation": "crop+flip+strong",
-                                    "strong_augmentation": True}  # fmt: skip
+    cfg = OmegaConf.create(
+        {
+            "trainer": {"max_epochs": 240},
+            "optim": {"lr": 0.05},
+            "data": {"batch_size": 64, "augment": True, "strong_view": True, "mixup_alpha": 0.0},
+        }
+    )
+    assert training_recipe(cfg) == {
+        "epochs": 240,
+        "batch_size": 64,
+        "lr": 0.05,
+        "augmentation": "crop+flip+strong",
+        "strong_augmentation": True,
+    }
     cfg.data.strong_view, cfg.data.augment = False, False
     assert training_recipe(cfg)["augmentation"] == "none"

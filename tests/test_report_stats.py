@@ -23,8 +23,17 @@ from kdlab.report.stats import (
 
 def write_run(root: Path, name: str, mtime: float | None = None, **fields) -> Path:
     """A run folder as kdlab.train leaves it: .hydra/ and results.json."""
-    base = {"dataset": "cifar10", "teacher": None, "student": "r18", "method": "baseline",
-            "alpha": None, "temperature": None, "beta": None, "epochs": 1, "status": "finished"}  # fmt: skip
+    base = {
+        "dataset": "cifar10",
+        "teacher": None,
+        "student": "r18",
+        "method": "baseline",
+        "alpha": None,
+        "temperature": None,
+        "beta": None,
+        "epochs": 1,
+        "status": "finished",
+    }
     base.update(fields)
     base.setdefault("test_acc_final", base.get("test_acc_best"))
     d = root / name
@@ -148,8 +157,13 @@ def test_best_config_is_chosen_on_val_even_when_its_test_is_lower(tmp_path):
 def test_a_dot_run_is_its_own_method_beside_the_same_method_with_sgd(tmp_path):
     from kdlab.report.reference import PUBLISHED_METHODS
 
-    common = {"teacher": "resnet32x4", "student": "resnet8x4", "method": "logit",
-              "method_params": {"alpha": 0.9, "temperature": 4}, "val_acc_best": 70.0}  # fmt: skip
+    common = {
+        "teacher": "resnet32x4",
+        "student": "resnet8x4",
+        "method": "logit",
+        "method_params": {"alpha": 0.9, "temperature": 4},
+        "val_acc_best": 70.0,
+    }
     sgd = {"name": "torch.optim.sgd.SGD", "lr": 0.05}
     dot = {"name": "kdlab.optim.dot.DOT", "lr": 0.05, "delta": 0.075}
     write_run(tmp_path, "sgd", seed=0, test_acc_best=73.0, optimizer=sgd, **common)

@@ -18,8 +18,17 @@ from kdlab.report.stats import group_runs
 
 
 def write_run(root: Path, name: str, **fields) -> Path:
-    base = {"dataset": "cifar10", "teacher": None, "student": "r18", "method": "baseline",
-            "alpha": None, "temperature": None, "beta": None, "epochs": 1, "status": "finished"}  # fmt: skip
+    base = {
+        "dataset": "cifar10",
+        "teacher": None,
+        "student": "r18",
+        "method": "baseline",
+        "alpha": None,
+        "temperature": None,
+        "beta": None,
+        "epochs": 1,
+        "status": "finished",
+    }
     base.update(fields)
     d = root / name
     (d / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -42,17 +51,59 @@ def two_pair_sweep(root: Path) -> Path:
         )
         # the "teacher" run of R34 takes precedence over the students' teacher_test_acc (95.31)
         kd18 = {"teacher": "r34", "seed": s, "teacher_test_acc": 95.31}
-        write_run(root, f"r34_r18_a5/{s}", alpha=0.5, temperature=4, val_acc_best=95.6,
-                  test_acc_best=[94.9, 95.3][s], **kd18, **logit)  # fmt: skip
+        write_run(
+            root,
+            f"r34_r18_a5/{s}",
+            alpha=0.5,
+            temperature=4,
+            val_acc_best=95.6,
+            test_acc_best=[94.9, 95.3][s],
+            **kd18,
+            **logit,
+        )
         # higher test but lower val: must not be chosen
-        write_run(root, f"r34_r18_a3/{s}", alpha=0.3, temperature=2, val_acc_best=95.4,
-                  test_acc_best=95.5, **kd18, **logit)  # fmt: skip
-        write_run(root, f"r34_r18_feat/{s}", method="feature", alpha=0.7, beta=0.5, val_acc_best=95.5,
-                  test_acc_best=[95.0, 95.0][s], **kd18)  # fmt: skip
-        write_run(root, f"r50_r34/{s}", teacher="r50", student="r34", seed=s, alpha=0.3, temperature=3,
-                  val_acc_best=95.7, test_acc_best=[95.3, 95.1][s], teacher_test_acc=95.36, **logit)  # fmt: skip
-    write_run(root, "teacher_r34/0", student="r34", method="teacher", seed=0, val_acc_best=95.5,
-              test_acc_best=95.30)  # fmt: skip
+        write_run(
+            root,
+            f"r34_r18_a3/{s}",
+            alpha=0.3,
+            temperature=2,
+            val_acc_best=95.4,
+            test_acc_best=95.5,
+            **kd18,
+            **logit,
+        )
+        write_run(
+            root,
+            f"r34_r18_feat/{s}",
+            method="feature",
+            alpha=0.7,
+            beta=0.5,
+            val_acc_best=95.5,
+            test_acc_best=[95.0, 95.0][s],
+            **kd18,
+        )
+        write_run(
+            root,
+            f"r50_r34/{s}",
+            teacher="r50",
+            student="r34",
+            seed=s,
+            alpha=0.3,
+            temperature=3,
+            val_acc_best=95.7,
+            test_acc_best=[95.3, 95.1][s],
+            teacher_test_acc=95.36,
+            **logit,
+        )
+    write_run(
+        root,
+        "teacher_r34/0",
+        student="r34",
+        method="teacher",
+        seed=0,
+        val_acc_best=95.5,
+        test_acc_best=95.30,
+    )
     return root
 
 
@@ -72,8 +123,18 @@ def test_capacity_gap_table_matches_expected_markdown(tmp_path):
 def test_baseline_wins_best_when_kd_does_not_help(tmp_path):
     for s in (0, 1):
         write_run(tmp_path, f"b/{s}", seed=s, val_acc_best=95, test_acc_best=95.0)
-        write_run(tmp_path, f"k/{s}", teacher="r34", method="logit", alpha=0.5, temperature=4, seed=s,
-                  val_acc_best=95, test_acc_best=94.0, teacher_test_acc=95.3)  # fmt: skip
+        write_run(
+            tmp_path,
+            f"k/{s}",
+            teacher="r34",
+            method="logit",
+            alpha=0.5,
+            temperature=4,
+            seed=s,
+            val_acc_best=95,
+            test_acc_best=94.0,
+            teacher_test_acc=95.3,
+        )
     md = capacity_gap_markdown(group_runs(collect_runs([tmp_path])), "cifar10")
     assert md.splitlines()[2].endswith("| Baseline |")
     assert "| -1.00 ± 0.00 (α=0.5, T=4) |" in md  # identical differences: a degenerate CI
@@ -101,8 +162,10 @@ def test_cli_as_typed_with_out_and_rich_table(tmp_path):
     out = tmp_path / "paper"
     proc = subprocess.run(
         [sys.executable, "-m", "kdlab.report", str(sweep), "--out", str(out), "--no-figures"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Capacity gap (cifar10)" in proc.stdout and "Logit-KD" in proc.stdout
     assert (out / "results.csv").is_file() and (out / "results.md").is_file()

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers_sweep import REPO, env, make_world, results, run_train, tiny  # noqa: E402
+from tests.helpers_sweep import REPO, env, make_world, results, run_train, tiny
 
 pytestmark = pytest.mark.slow
 BASE = ["+experiment=baseline_cnn"]
@@ -85,16 +84,26 @@ def test_sweep_resume_command_finishes_a_killed_job(world):
     sweep = world["root"] / "sweep_killed"
     kill = "+callbacks.kill._target_=helpers_rerun.KillOnce"
     first = run_train(
-        world["root"], "-m", *DISTIL, *tiny(world, epochs=2), kill, "alpha=0.5",
-        f"hydra.sweep.dir={sweep}", check=False,
-    )  # fmt: skip
+        world["root"],
+        "-m",
+        *DISTIL,
+        *tiny(world, epochs=2),
+        kill,
+        "alpha=0.5",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
     assert first.returncode != 0
     (job,) = [p for p in sweep.iterdir() if (p / ".hydra").is_dir()]
     assert not (job / "results.json").exists()
     proc = subprocess.run(
         [sys.executable, "-m", "kdlab.sweep", str(sweep), "--resume"],
-        cwd=world["root"], env=env(world["root"]), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=world["root"],
+        env=env(world["root"]),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "resuming from" in proc.stdout + proc.stderr
     assert results(job)["status"] == "finished" and results(job)["epochs_trained"] == 2
@@ -121,9 +130,11 @@ def test_second_launch_into_a_held_folder_fails_fast_and_a_stale_lock_is_taken(w
     args = [*BASE, *tiny(world), f"hydra.run.dir={out}"]
     hold = subprocess.Popen(
         [sys.executable, "-m", "kdlab.train", *args, "+callbacks.hold._target_=helpers_rerun.Hold"],
-        cwd=world["root"], env=env(world["root"]), stdout=subprocess.DEVNULL,
+        cwd=world["root"],
+        env=env(world["root"]),
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         deadline = time.time() + 120
         while not (out / "holding").exists():
@@ -159,11 +170,21 @@ def test_eval_reproduces_the_runs_test_accuracy(world):
     run_train(world["root"], *DISTIL, *tiny(world), f"hydra.run.dir={out}")
     res = results(out)
     proc = subprocess.run(
-        [sys.executable, "-m", "kdlab.eval", f"ckpt={out / 'checkpoints' / 'best.ckpt'}",
-         f"teacher.ckpt={world['logs'] / 'teachers' / 'cifar10' / 'cnn' / 'seed0.ckpt'}",
-         f"out={out / 'eval.json'}", f"paths.log_dir={world['logs']}"],
-        cwd=world["root"], env=env(world["root"]), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "kdlab.eval",
+            f"ckpt={out / 'checkpoints' / 'best.ckpt'}",
+            f"teacher.ckpt={world['logs'] / 'teachers' / 'cifar10' / 'cnn' / 'seed0.ckpt'}",
+            f"out={out / 'eval.json'}",
+            f"paths.log_dir={world['logs']}",
+        ],
+        cwd=world["root"],
+        env=env(world["root"]),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ev = json.loads((out / "eval.json").read_text())
     keys = (
@@ -199,8 +220,9 @@ def test_eval_reproduces_the_runs_test_accuracy(world):
 def test_bad_input_stops_before_training_with_one_clear_message(world, overrides, message):
     out = world["root"] / f"bad_{hashlib.sha256(' '.join(overrides).encode()).hexdigest()[:8]}"
     base = [] if overrides[0].startswith("+experiment") else BASE
-    proc = run_train(world["root"], *base, *tiny(world), *overrides, f"hydra.run.dir={out}",
-                     check=False)  # fmt: skip
+    proc = run_train(
+        world["root"], *base, *tiny(world), *overrides, f"hydra.run.dir={out}", check=False
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1 and message in text
     assert "Traceback" not in text and text.count(message) == 1  # one message, said once

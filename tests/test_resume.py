@@ -9,15 +9,12 @@ RNGs, so equality also proves ``kdlab.utils.rng_state.RestoreRNGState`` puts tho
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers_sweep import make_world, results, run_train, tiny  # noqa: E402
-from helpers_wandb import read_offline_run  # noqa: E402
+from tests.helpers_sweep import make_world, results, run_train, tiny
+from tests.helpers_wandb import read_offline_run
 
 RUN = ["model=cnn", "model.dropout=0.1", "name=resume"]  # dropout draws from the global RNG
 METRICS = ["val_acc_best", "test_acc_best", "test_acc_final", "test_nll", "test_ece"]

@@ -43,9 +43,13 @@ def temporaries(*folders: Path) -> list[Path]:
 
 def start(world, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "kdlab.train", *args], cwd=world["root"], env=env(world["root"]),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "kdlab.train", *args],
+        cwd=world["root"],
+        env=env(world["root"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -80,8 +84,12 @@ def test_a_relaunch_with_another_config_is_refused_and_changes_no_file(world):
 
 def test_an_interrupted_run_relaunched_with_another_config_is_refused(world):
     out = world["root"] / "interrupted_fixed"
-    args = [*BASE, *tiny(world, epochs=2), f"hydra.run.dir={out}",
-            "+callbacks.k._target_=helpers_rerun.KillOnce"]  # fmt: skip
+    args = [
+        *BASE,
+        *tiny(world, epochs=2),
+        f"hydra.run.dir={out}",
+        "+callbacks.k._target_=helpers_rerun.KillOnce",
+    ]
     run_train(world["root"], *args, check=False)  # killed in epoch 2: last.ckpt of epoch 1
     assert not (out / "results.json").exists() and (out / "checkpoints" / "last.ckpt").exists()
     before = every_file(out)
@@ -133,9 +141,17 @@ def test_a_sweep_relaunched_with_changed_fixed_settings_is_refused(world):
 
 def test_a_diverged_teacher_stops_at_once_is_named_and_never_exported(world):
     out = world["root"] / "diverged"
-    proc = run_train(world["root"], "+experiment=teacher", "model=cnn", *tiny(world, epochs=3),
-                     "seed=11", "optim.lr=1e30", "grad_clip=null", f"hydra.run.dir={out}",
-                     check=False)  # fmt: skip
+    proc = run_train(
+        world["root"],
+        "+experiment=teacher",
+        "model=cnn",
+        *tiny(world, epochs=3),
+        "seed=11",
+        "optim.lr=1e30",
+        "grad_clip=null",
+        f"hydra.run.dir={out}",
+        check=False,
+    )
     record = results(out)
     assert proc.returncode == 1 and record["status"] == "diverged"
     assert record["diverged_term"] == "loss_ce" and record["diverged_epoch"] == 0
@@ -152,8 +168,9 @@ def test_the_report_counts_current_finished_runs_only(world, tmp_path):
     run_train(world["root"], *args, f"hydra.run.dir={good}")
     run_train(world["root"], *args, f"hydra.run.dir={good}", "rerun=true")  # previous/ holds one
     bad = runs / "bad"  # the same seed again, diverged
-    run_train(world["root"], *args, f"hydra.run.dir={bad}", "optim.lr=1e30", "grad_clip=null",
-              check=False)  # fmt: skip
+    run_train(
+        world["root"], *args, f"hydra.run.dir={bad}", "optim.lr=1e30", "grad_clip=null", check=False
+    )
     assert results(bad)["status"] == "diverged"
     from kdlab.report.build import make_report
 
@@ -167,8 +184,9 @@ def test_the_report_counts_current_finished_runs_only(world, tmp_path):
 
 def test_a_failed_run_is_named_failed_in_the_report(world, tmp_path):
     out = world["root"] / "report_failed"
-    run_train(world["root"], *BASE, *tiny(world), "optim.lr=-1", f"hydra.run.dir={out}",
-              check=False)  # fmt: skip
+    run_train(
+        world["root"], *BASE, *tiny(world), "optim.lr=-1", f"hydra.run.dir={out}", check=False
+    )
     from kdlab.report.collect import read_run
 
     problems: list[str] = []
@@ -194,17 +212,26 @@ def test_a_stop_records_interrupted_and_a_relaunch_resumes_quietly(world, sig, c
     again = run_train(world["root"], *args)
     text = again.stdout + again.stderr
     assert "resuming from" in text and results(out)["status"] == "finished"
-    for noise in ("`srun` command is available", "already configured with model summary",
-                  "GPU available:", "TPU available:", "litlogger", "batches=1.0)` was configured",
-                  "LeafSpec", "smaller than the logging interval", "Total FLOPs",
-                  "exists and is not empty"):  # fmt: skip
+    for noise in (
+        "`srun` command is available",
+        "already configured with model summary",
+        "GPU available:",
+        "TPU available:",
+        "litlogger",
+        "batches=1.0)` was configured",
+        "LeafSpec",
+        "smaller than the logging interval",
+        "Total FLOPs",
+        "exists and is not empty",
+    ):
         assert noise not in text, noise
 
 
 def test_a_stopped_sweep_counts_the_jobs_that_never_started(world):
     sweep = world["root"] / "sweep_stopped"
-    proc = start(world, "-m", *BASE, *tiny(world, epochs=40), "seed=0,1",
-                 f"hydra.sweep.dir={sweep}")  # fmt: skip
+    proc = start(
+        world, "-m", *BASE, *tiny(world, epochs=40), "seed=0,1", f"hydra.sweep.dir={sweep}"
+    )
     wait_for(sweep / "0_baseline_cnn_s0" / "train.log", "epoch 2/40", proc)
     proc.send_signal(signal.SIGTERM)
     text = proc.communicate(timeout=120)[0]
@@ -220,10 +247,13 @@ def test_no_temporary_file_outlives_a_run(world, tmp_path):
     scratch.mkdir()
     args = [*BASE, *tiny(world, epochs=2), f"hydra.run.dir={out}"]
     proc = subprocess.run(
-        [sys.executable, "-m", "kdlab.train", *args], cwd=world["root"],
-        env=env(world["root"]) | {"TMPDIR": str(scratch)}, capture_output=True, text=True,
+        [sys.executable, "-m", "kdlab.train", *args],
+        cwd=world["root"],
+        env=env(world["root"]) | {"TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
         timeout=600,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not temporaries(out) and not list(scratch.iterdir())  # staged beside, then removed
 
@@ -287,11 +317,24 @@ def test_eval_takes_a_plain_state_dict_with_model_arch_and_needs_no_split(world,
     torch.save({k[4:]: v for k, v in state.items() if k.startswith("net.")}, plain)
     # the synthetic copy has 96 training images: the default val_size=5000 could not split it
     proc = subprocess.run(
-        [sys.executable, "-m", "kdlab.eval", f"ckpt={plain}", "model=cnn",
-         f"teacher.ckpt={plain}", "teacher.model=cnn", f"data.root={world['data']}",
-         f"out={tmp_path / 'eval.json'}", f"paths.log_dir={world['logs']}"],
-        cwd=world["root"], env=env(world["root"]), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "kdlab.eval",
+            f"ckpt={plain}",
+            "model=cnn",
+            f"teacher.ckpt={plain}",
+            "teacher.model=cnn",
+            f"data.root={world['data']}",
+            f"out={tmp_path / 'eval.json'}",
+            f"paths.log_dir={world['logs']}",
+        ],
+        cwd=world["root"],
+        env=env(world["root"]),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert ev["student"] == "cnn" and ev["n_images"] == 64
@@ -299,8 +342,12 @@ def test_eval_takes_a_plain_state_dict_with_model_arch_and_needs_no_split(world,
     assert ev["test_agreement"] == 100.0 and ev["test_kl"] == pytest.approx(0.0, abs=1e-6)
     unnamed = subprocess.run(
         [sys.executable, "-m", "kdlab.eval", f"ckpt={plain}", f"data.root={world['data']}"],
-        cwd=world["root"], env=env(world["root"]), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=world["root"],
+        env=env(world["root"]),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert unnamed.returncode == 1 and "model=ARCH" in unnamed.stdout + unnamed.stderr
     assert "Traceback" not in unnamed.stdout + unnamed.stderr
 
@@ -315,7 +362,9 @@ def test_every_optimiser_logs_its_learning_rate_as_lr(world):
 def test_sweep_command_refuses_a_folder_that_is_not_a_sweep(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "kdlab.sweep", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "not a sweep folder" in proc.stderr
     assert list(tmp_path.iterdir()) == []

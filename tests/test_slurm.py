@@ -28,9 +28,16 @@ def _launcher(conf: Path, tmp: Path, *overrides: str):
         cfg = compose(
             config_name="train",
             return_hydra_config=True,
-            overrides=["+experiment=r50_r18_logit", "hydra/launcher=slurm", f"hydra.sweep.dir={tmp / 'sweep'}",
-                       f"paths.root={tmp}", f"paths.output_dir={tmp}", "hydra.job.name=train", *overrides],
-        )  # fmt: skip
+            overrides=[
+                "+experiment=r50_r18_logit",
+                "hydra/launcher=slurm",
+                f"hydra.sweep.dir={tmp / 'sweep'}",
+                f"paths.root={tmp}",
+                f"paths.output_dir={tmp}",
+                "hydra.job.name=train",
+                *overrides,
+            ],
+        )
     return cfg
 
 
@@ -47,8 +54,11 @@ def _executor(cfg):
 
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert params.pop("_target_").endswith("SlurmLauncher")
-    executor = submitit.AutoExecutor(folder=params.pop("submitit_folder"), cluster="slurm",
-                                     slurm_max_num_timeout=params.pop("max_num_timeout"))  # fmt: skip
+    executor = submitit.AutoExecutor(
+        folder=params.pop("submitit_folder"),
+        cluster="slurm",
+        slurm_max_num_timeout=params.pop("max_num_timeout"),
+    )
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     return executor
@@ -70,10 +80,16 @@ def test_slurm_launcher_builds_a_one_gpu_job_array(tmp_path, fake_srun):
     )
     text = _sbatch(cfg, jobs=27)
     for line in [
-        "#SBATCH --gpus-per-node=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --time=1440",
-        "#SBATCH --array=0-26%4", "#SBATCH --partition=gpu", "#SBATCH --signal=USR1@300",
-        "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB", "#SBATCH --job-name=r50_r18_logit",
-    ]:  # fmt: skip
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --time=1440",
+        "#SBATCH --array=0-26%4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --signal=USR1@300",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32GB",
+        "#SBATCH --job-name=r50_r18_logit",
+    ]:
         assert line in text.splitlines(), line
     assert "--account" not in text and "--qos" not in text  # unset: not sent
     assert "srun" in text  # Lightning's SLURM environment needs the tasks started by srun

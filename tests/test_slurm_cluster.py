@@ -29,16 +29,20 @@ import lightning as L
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers_sweep import REPO, env  # noqa: E402
-from slurm_cluster import slurm_cluster_fixture  # noqa: E402, F401  (session fixture)
-
-from kdlab.runs import RunStopped  # noqa: E402
-from kdlab.slurm import requeue as slurm  # noqa: E402
+from kdlab.runs import RunStopped
+from kdlab.slurm import requeue as slurm
+from tests.helpers_sweep import REPO, env
+from tests.slurm_cluster import slurm_cluster_fixture  # noqa: F401  (session fixture)
 
 PY = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").is_dir() else sys.executable
-METRICS = ["val_acc_best", "test_acc_best", "test_acc_final", "test_nll", "test_ece",
-           "epochs_trained"]  # fmt: skip
+METRICS = [
+    "val_acc_best",
+    "test_acc_best",
+    "test_acc_final",
+    "test_nll",
+    "test_ece",
+    "epochs_trained",
+]
 
 
 # ---------------------------------------------------------------------------------------
@@ -93,8 +97,11 @@ def fake_slurm(tmp_path, monkeypatch, fake_command):
     )
     for key in [k for k in os.environ if k.startswith("SLURM_")]:
         monkeypatch.delenv(key)
-    for key, value in {"SLURM_JOB_ID": "123", "SLURM_ARRAY_JOB_ID": "120",
-                       "SLURM_ARRAY_TASK_ID": "3"}.items():  # fmt: skip
+    for key, value in {
+        "SLURM_JOB_ID": "123",
+        "SLURM_ARRAY_JOB_ID": "120",
+        "SLURM_ARRAY_TASK_ID": "3",
+    }.items():
         monkeypatch.setenv(key, value)
     stray: list[int] = []
     saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)}
@@ -110,11 +117,19 @@ def fake_slurm(tmp_path, monkeypatch, fake_command):
 
 def _fit(root: Path, *callbacks, epochs: int = 3) -> L.Trainer:
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=root, num_sanity_val_steps=0,
-        callbacks=[slurm.SlurmRequeue(), *callbacks,
-                   L.pytorch.callbacks.ModelCheckpoint(root / "ckpt", filename="last")],
-    )  # fmt: skip
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        num_sanity_val_steps=0,
+        callbacks=[
+            slurm.SlurmRequeue(),
+            *callbacks,
+            L.pytorch.callbacks.ModelCheckpoint(root / "ckpt", filename="last"),
+        ],
+    )
     trainer.fit(Tiny())
     return trainer
 
@@ -221,34 +236,48 @@ def test_summary_reads_requeued_and_vanished_tasks_from_squeue(tmp_path, fake_co
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from helpers_sweep import N_TEST, N_TRAIN
-
     from kdlab.data.synthetic import write_fake_cifar
+    from tests.helpers_sweep import N_TEST, N_TRAIN
 
     root = tmp_path_factory.mktemp("slurm_data")
     write_fake_cifar(root, "cifar10", N_TRAIN, N_TEST)
     return root
 
 
-def _args(data: Path, logs: Path, sweep: Path, *, epochs: int, workers: int,
-          sleep: float | None = None) -> list[str]:  # fmt: skip
+def _args(
+    data: Path, logs: Path, sweep: Path, *, epochs: int, workers: int, sleep: float | None = None
+) -> list[str]:
     args = [
-        "-m", "+experiment=baseline_cnn", f"data.root={data}", f"paths.log_dir={logs}",
-        "data.val_size=32", "data.batch_size=16", "data.eval_batch_size=16",
-        f"data.num_workers={workers}", f"trainer.max_epochs={epochs}",
-        "trainer.limit_train_batches=2", "trainer.accelerator=cpu", "logger=csv",
-        "callbacks.progress_bar=null", "callbacks.model_summary=null",
+        "-m",
+        "+experiment=baseline_cnn",
+        f"data.root={data}",
+        f"paths.log_dir={logs}",
+        "data.val_size=32",
+        "data.batch_size=16",
+        "data.eval_batch_size=16",
+        f"data.num_workers={workers}",
+        f"trainer.max_epochs={epochs}",
+        "trainer.limit_train_batches=2",
+        "trainer.accelerator=cpu",
+        "logger=csv",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
         "callbacks.early_stopping=null",  # a fixed number of epochs
         # one memory format for every attempt: auto's remembered choice is a per-user file that
         # concurrent runs may rewrite, and NCHW vs NHWC differ in the last bits
         "channels_last=false",
-        "hydra/launcher=slurm", "hydra.launcher.partition=debug",
-        "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
-        "hydra.launcher.mem_gb=1", f"hydra.sweep.dir={sweep}",
-    ]  # fmt: skip
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.gpus_per_node=0",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        f"hydra.sweep.dir={sweep}",
+    ]
     if sleep:  # slows training down without changing what it computes
-        args += ["+callbacks.slow._target_=helpers_resume.SleepPerBatch",
-                 f"+callbacks.slow.seconds={sleep}"]  # fmt: skip
+        args += [
+            "+callbacks.slow._target_=helpers_resume.SleepPerBatch",
+            f"+callbacks.slow.seconds={sleep}",
+        ]
     return args
 
 
@@ -260,9 +289,12 @@ def _start(cluster, tmp: Path, name: str, *args: str) -> subprocess.Popen:
     """``python -m kdlab.train ARGS`` (the venv's python, from ``tmp``) in the background."""
     log = open(tmp / f"{name}.log", "w")  # noqa: SIM115 (closed by _finish)
     return subprocess.Popen(
-        [PY, "-m", "kdlab.train", *args], cwd=tmp, env=_env(cluster, tmp), stdout=log,
+        [PY, "-m", "kdlab.train", *args],
+        cwd=tmp,
+        env=_env(cluster, tmp),
+        stdout=log,
         stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
 
 
 def _run(cluster, tmp: Path, name: str, *args: str, timeout: float) -> tuple[int, str]:
@@ -306,7 +338,9 @@ def test_two_task_array_finishes(slurm_cluster, data, tmp_path):
     assert rc == 0, _fail(f"exit {rc}", tmp_path, "array", cluster=slurm_cluster)
     jobs = _job_dirs(sweep)
     assert [(_results(j)["status"], _results(j)["seed"]) for j in jobs] == [
-        ("finished", 0), ("finished", 1)]  # fmt: skip
+        ("finished", 0),
+        ("finished", 1),
+    ]
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert (summary["total"], summary["finished"]) == (2, 2)
     (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
@@ -337,10 +371,24 @@ def test_time_limit_requeues_and_resumes_to_the_metrics_of_an_uninterrupted_run(
     logs = tmp_path / "logs"
     common = dict(epochs=28, workers=2, sleep=1.25)
     limited, reference = tmp_path / "limited", tmp_path / "reference"
-    run = _start(slurm_cluster, tmp_path, "limited", *_args(data, logs, limited, **common),
-                 "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=50", "seed=0")  # fmt: skip
-    ref = _start(slurm_cluster, tmp_path, "reference", *_args(data, logs, reference, **common),
-                 "hydra.launcher.timeout_min=30", "hydra.launcher.signal_delay_s=50", "seed=0")  # fmt: skip
+    run = _start(
+        slurm_cluster,
+        tmp_path,
+        "limited",
+        *_args(data, logs, limited, **common),
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=50",
+        "seed=0",
+    )
+    ref = _start(
+        slurm_cluster,
+        tmp_path,
+        "reference",
+        *_args(data, logs, reference, **common),
+        "hydra.launcher.timeout_min=30",
+        "hydra.launcher.signal_delay_s=50",
+        "seed=0",
+    )
     seen_while_requeued: set[str] = set()
     deadline = time.time() + 420
     while run.poll() is None and time.time() < deadline:
@@ -392,8 +440,9 @@ def test_scancel_is_recorded_as_cancelled_and_the_sweep_resumes_it(
 ):
     sweep = tmp_path / "cancel"
     args = _args(data, tmp_path / "logs", sweep, epochs=6, workers=2, sleep=0.5)
-    run = _start(slurm_cluster, tmp_path, "cancel", *args, "hydra.launcher.timeout_min=30",
-                 "seed=0")  # fmt: skip
+    run = _start(
+        slurm_cluster, tmp_path, "cancel", *args, "hydra.launcher.timeout_min=30", "seed=0"
+    )
     deadline = time.time() + 240
     last = None
     while time.time() < deadline and run.poll() is None:
@@ -419,9 +468,13 @@ def test_scancel_is_recorded_as_cancelled_and_the_sweep_resumes_it(
     assert "stopping as cancelled" in log and "handling SIGUSR1" not in log
 
     resume = subprocess.run(
-        [PY, "-m", "kdlab.sweep", str(sweep), "--resume"], cwd=tmp_path,
-        env=_env(slurm_cluster, tmp_path), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [PY, "-m", "kdlab.sweep", str(sweep), "--resume"],
+        cwd=tmp_path,
+        env=_env(slurm_cluster, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resume.returncode == 0, f"{resume.stdout[-4000:]}\n{resume.stderr[-4000:]}"
     res = _results(jobs[0])
     assert res["status"] == "finished" and res["epochs_trained"] == 6

@@ -5,9 +5,6 @@ loss that reads it."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,9 +13,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from kdlab.data.device import DeviceLoader
 from kdlab.data.strong import OP_INDEX, apply_op, cutout, render_strong, sample_strong
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers_sweep import REPO, make_world, results, run_train, tiny  # noqa: E402
+from tests.helpers_sweep import REPO, make_world, results, run_train, tiny
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -29,8 +24,9 @@ def _images(n: int = 40, seed: int = 0) -> np.ndarray:
 
 def _loader(images, seed=0, batch=8, strong=True) -> DeviceLoader:
     labels = np.arange(len(images)) % 10
-    return DeviceLoader(images, labels, batch, MEAN, STD, augment=True, shuffle=True, seed=seed,
-                        strong_view=strong)  # fmt: skip
+    return DeviceLoader(
+        images, labels, batch, MEAN, STD, augment=True, shuffle=True, seed=seed, strong_view=strong
+    )
 
 
 def _by_index(loader: DeviceLoader) -> dict[int, torch.Tensor]:
@@ -110,8 +106,17 @@ def test_strong_views_differ_from_the_weak_ones_and_only_train_batches_carry_the
     assert batch.x_strong.shape == batch.x.shape and not torch.equal(batch.x_strong, batch.x)
     assert next(iter(_loader(images, strong=False))).x_strong is None
     with pytest.raises(ValueError, match="augment"):
-        DeviceLoader(images, np.zeros(40), 8, MEAN, STD, augment=False, shuffle=False, seed=0,
-                     strong_view=True)  # fmt: skip
+        DeviceLoader(
+            images,
+            np.zeros(40),
+            8,
+            MEAN,
+            STD,
+            augment=False,
+            shuffle=False,
+            seed=0,
+            strong_view=True,
+        )
     views = sample_strong(1000, generator=torch.Generator().manual_seed(0))
     assert set(views.ops.unique().tolist()) == set(range(len(OP_INDEX)))  # every op drawn
 
@@ -121,8 +126,15 @@ def test_dataloader_pipeline_yields_a_second_view(tmp_path):
     from kdlab.data.synthetic import write_fake_cifar
 
     write_fake_cifar(tmp_path, "cifar10", n_train=40, n_test=10)
-    dm = CIFARDataModule(root=str(tmp_path), val_size=8, batch_size=4, num_workers=0,
-                         pipeline="dataloader", strong_view=True, verify="structure")  # fmt: skip
+    dm = CIFARDataModule(
+        root=str(tmp_path),
+        val_size=8,
+        batch_size=4,
+        num_workers=0,
+        pipeline="dataloader",
+        strong_view=True,
+        verify="structure",
+    )
     batch = next(iter(dm.loader("train", train=True)))
     assert batch.x_strong.shape == (4, 3, 32, 32) and batch.x_strong.dtype == torch.float32
     assert next(iter(dm.loader("val"))).x_strong is None
@@ -146,9 +158,17 @@ def test_the_option_follows_the_loss_that_reads_a_strong_view():
 @pytest.mark.slow
 def test_an_interrupted_mlkd_run_on_the_device_pipeline_resumes_exactly(tmp_path):
     world = make_world(tmp_path)
-    args = ["+experiment=r56_cnn_logit", "teacher=cnn", "distill=mlkd", "method=mlkd",
-            "data.pipeline=device", "data.augment=true", "teacher_cache=false", "name=strong",
-            *tiny(world, epochs=2)]  # fmt: skip
+    args = [
+        "+experiment=r56_cnn_logit",
+        "teacher=cnn",
+        "distill=mlkd",
+        "method=mlkd",
+        "data.pipeline=device",
+        "data.augment=true",
+        "teacher_cache=false",
+        "name=strong",
+        *tiny(world, epochs=2),
+    ]
     full, part = tmp_path / "full", tmp_path / "part"
     run_train(tmp_path, *args, f"hydra.run.dir={full}")
     stop = "+callbacks.stopper._target_=helpers_resume.StopAfterEpochs"

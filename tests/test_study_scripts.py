@@ -20,8 +20,10 @@ SCRIPT = REPO / "scripts" / "notebook_study.sh"
 def test_notebook_study_dry_run_lists_every_step(tmp_path):
     proc = subprocess.run(
         ["bash", str(SCRIPT), "DATA", str(tmp_path / "out"), "--dry-run", "data.verify=structure"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     steps = [line for line in proc.stdout.splitlines() if line.startswith("+ ")]
     assert len(steps) == 6
     assert "+experiment=teacher_preresnet20_cifar10" in steps[0]
@@ -45,13 +47,25 @@ QUICKSTART = REPO / "scripts" / "quickstart.sh"
 def test_quickstart_trains_teacher_baseline_and_student_then_reports(tmp_path, tiny_cifar10):
     out = tmp_path / "qs"
     tiny = [
-        "data.val_size=50", "data.batch_size=16", "data.eval_batch_size=50",
-        "data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        "callbacks.progress_bar=null", "callbacks.model_summary=null",
-    ]  # fmt: skip
-    env = dict(os.environ, PYTHON=sys.executable, WANDB_MODE="offline", PYTHONWARNINGS="ignore",
-               KDLAB_CACHE=str(tmp_path / "cache"), STUDENT_IMAGES="100")  # fmt: skip
+        "data.val_size=50",
+        "data.batch_size=16",
+        "data.eval_batch_size=50",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+    ]
+    env = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        WANDB_MODE="offline",
+        PYTHONWARNINGS="ignore",
+        KDLAB_CACHE=str(tmp_path / "cache"),
+        STUDENT_IMAGES="100",
+    )
     cmd = ["bash", str(QUICKSTART), str(tiny_cifar10), str(out), *tiny]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -16,18 +16,16 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers_sweep import REPO, results, run_train, tiny  # noqa: E402
-from helpers_wandb import read_offline_run  # noqa: E402
-
-from kdlab.sweep import collect_jobs, record_failure, summarize  # noqa: E402
+from kdlab.sweep import collect_jobs, record_failure, summarize
+from tests.helpers_sweep import REPO, results, run_train, tiny
+from tests.helpers_wandb import read_offline_run
 
 DISTIL = ["+experiment=r56_cnn_logit", "teacher=cnn"]  # the notebook pair, with a CNN teacher
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from helpers_sweep import make_world
+    from tests.helpers_sweep import make_world
 
     return make_world(tmp_path_factory.mktemp("sweep"))
 
@@ -40,14 +38,21 @@ def _job_dirs(sweep: Path) -> list[Path]:
 def test_basic_sweep_alpha_by_seed_with_wandb(world):
     sweep = world["root"] / "sweep_basic"
     proc = run_train(
-        world["root"], "-m", *DISTIL, *tiny(world, logger="wandb"),
-        "alpha=0.3,0.5", "seed=0,1", f"hydra.sweep.dir={sweep}",
-    )  # fmt: skip
+        world["root"],
+        "-m",
+        *DISTIL,
+        *tiny(world, logger="wandb"),
+        "alpha=0.3,0.5",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+    )
     jobs = _job_dirs(sweep)
     assert [j.name for j in jobs] == [
-        "0_r56_cnn_logit_a0.3_T10_s0", "1_r56_cnn_logit_a0.3_T10_s1",
-        "2_r56_cnn_logit_a0.5_T10_s0", "3_r56_cnn_logit_a0.5_T10_s1",
-    ]  # fmt: skip
+        "0_r56_cnn_logit_a0.3_T10_s0",
+        "1_r56_cnn_logit_a0.3_T10_s1",
+        "2_r56_cnn_logit_a0.5_T10_s0",
+        "3_r56_cnn_logit_a0.5_T10_s1",
+    ]
     groups, ids = set(), set()
     for job, (alpha, seed) in zip(jobs, [(0.3, 0), (0.3, 1), (0.5, 0), (0.5, 1)], strict=True):
         res = results(job)
@@ -73,9 +78,14 @@ def test_basic_sweep_alpha_by_seed_with_wandb(world):
 def test_failing_job_does_not_hide_the_others(world):
     sweep = world["root"] / "sweep_fail"
     proc = run_train(
-        world["root"], "-m", *DISTIL, *tiny(world), "alpha=0.5,1.5", f"hydra.sweep.dir={sweep}",
+        world["root"],
+        "-m",
+        *DISTIL,
+        *tiny(world),
+        "alpha=0.5,1.5",
+        f"hydra.sweep.dir={sweep}",
         check=False,
-    )  # fmt: skip
+    )
     assert proc.returncode != 0, "a sweep with a failed job must exit non-zero"
     ok, bad = _job_dirs(sweep)
     assert results(ok)["status"] == "finished" and results(ok)["test_acc_best"] is not None
@@ -86,8 +96,9 @@ def test_failing_job_does_not_hide_the_others(world):
     assert "Traceback" in (bad / "error.txt").read_text()
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert [(j["job"], j["status"]) for j in summary["jobs"]] == [
-        (ok.name, "finished"), (bad.name, "failed"),
-    ]  # fmt: skip
+        (ok.name, "finished"),
+        (bad.name, "failed"),
+    ]
     assert "1 finished, 1 failed" in proc.stdout
 
 
@@ -105,9 +116,16 @@ def test_submitit_local_launcher_sweep_and_a_killed_job(world):
     # submitit's result collection then raises, and the summary is written at exit instead
     probe = "+callbacks.k._target_=helpers_resume.ProbeStart,helpers_resume.CountTestSamples,helpers_resume.HardExit"
     proc = run_train(
-        world["root"], "-m", *DISTIL, *tiny(world), probe, "hydra/launcher=local",
-        "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={sweep}", check=False,
-    )  # fmt: skip
+        world["root"],
+        "-m",
+        *DISTIL,
+        *tiny(world),
+        probe,
+        "hydra/launcher=local",
+        "hydra.launcher.cpus_per_task=1",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     jobs = _job_dirs(sweep)
     assert len(jobs) == 3 and (sweep / ".submitit").is_dir()  # it really went through submitit
@@ -133,8 +151,10 @@ def test_summary_lists_missing_and_failed_jobs(tmp_path):
     (tmp_path / "not_a_job").mkdir()
     rows = collect_jobs(tmp_path)
     assert [(r["status"], r["overrides"]) for r in rows] == [
-        ("finished", ["seed=0"]), ("failed", ["seed=1"]), ("missing", ["seed=2"]),
-    ]  # fmt: skip
+        ("finished", ["seed=0"]),
+        ("failed", ["seed=1"]),
+        ("missing", ["seed=2"]),
+    ]
     assert rows[1]["error"] == "RuntimeError: boom"
     summary = summarize(tmp_path)
     assert (summary["finished"], summary["failed"], summary["missing"]) == (1, 1, 1)
@@ -146,8 +166,11 @@ def _dry_run(script: str, *args: str, **env: str) -> tuple[int, list[str]]:
 
     proc = subprocess.run(
         ["bash", str(REPO / "scripts" / script), "--dry-run", *args],
-        capture_output=True, text=True, check=True, env={**os.environ, **env},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
     lines = proc.stdout.strip().splitlines()
     return int(re.fullmatch(r"total: (\d+) jobs", lines[-1]).group(1)), lines[:-1]
 
@@ -215,8 +238,15 @@ def test_dashboard_builds_report_with_the_reports_api(monkeypatch):
 
         return build
 
-    names = ["Report", "PanelGrid", "Runset", "LinePlot", "ScatterPlot", "ParallelCoordinatesPlot",
-             "ParallelCoordinatesPlotColumn"]  # fmt: skip
+    names = [
+        "Report",
+        "PanelGrid",
+        "Runset",
+        "LinePlot",
+        "ScatterPlot",
+        "ParallelCoordinatesPlot",
+        "ParallelCoordinatesPlotColumn",
+    ]
     v2 = types.SimpleNamespace(**{n: factory(n) for n in names})
     monkeypatch.setitem(sys.modules, "wandb_workspaces", types.ModuleType("wandb_workspaces"))
     monkeypatch.setitem(sys.modules, "wandb_workspaces.reports", types.SimpleNamespace(v2=v2))

@@ -121,15 +121,26 @@ def test_epoch_metrics_do_not_depend_on_how_often_steps_are_logged(tmp_path):
     rows = {}
     for every in (1, 50):
         torch.manual_seed(0)
-        dm = CIFARDataModule(root=str(tmp_path / "data"), val_size=20, batch_size=32,
-                             num_workers=0, pipeline="device")  # fmt: skip
+        dm = CIFARDataModule(
+            root=str(tmp_path / "data"),
+            val_size=20,
+            batch_size=32,
+            num_workers=0,
+            pipeline="device",
+        )
         teacher = FrozenTeacher(preresnet20(10), channels_last=False)
         system = Distiller(preresnet20(10), teacher, LogitKD(0.5, 4.0), SGD, grad_clip=1.0)
         log = AppendingCSVLogger(tmp_path / f"every{every}", name="csv", version="")
-        L.Trainer(max_epochs=2, log_every_n_steps=every, logger=log, accelerator="cpu",
-                  enable_checkpointing=False, enable_progress_bar=False,
-                  enable_model_summary=False, deterministic=True,
-                  ).fit(system, datamodule=dm)  # fmt: skip
+        L.Trainer(
+            max_epochs=2,
+            log_every_n_steps=every,
+            logger=log,
+            accelerator="cpu",
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            deterministic=True,
+        ).fit(system, datamodule=dm)
         rows[every] = list(csv.DictReader(open(tmp_path / f"every{every}" / "csv" / "metrics.csv")))
     keys = ["train/loss_epoch", "train/loss_kd_epoch", "train/acc", "val/acc", "val/loss"]
 

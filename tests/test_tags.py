@@ -25,8 +25,16 @@ def test_tags_are_a_list_of_names_and_a_bad_one_is_refused():
 def _results(root: Path, name: str, **extra) -> Path:
     run = root / name
     (run / ".hydra").mkdir(parents=True)
-    data = {"dataset": "cifar10", "student": "cnn", "method": "baseline", "seed": 0,
-            "val_acc_best": 50.0, "test_acc_best": 49.0, "status": "finished", **extra}  # fmt: skip
+    data = {
+        "dataset": "cifar10",
+        "student": "cnn",
+        "method": "baseline",
+        "seed": 0,
+        "val_acc_best": 50.0,
+        "test_acc_best": 49.0,
+        "status": "finished",
+        **extra,
+    }
     (run / "results.json").write_text(json.dumps(data))
     return run
 
@@ -54,8 +62,10 @@ def test_the_report_keeps_runs_carrying_every_given_tag_and_leaves_debug_runs_ou
 @pytest.mark.slow
 def test_tags_reach_results_json_and_the_wandb_offline_run(tiny_cifar10, tmp_path):
     out = tmp_path / "run"
-    run_train(["+experiment=baseline_cnn", *tiny_overrides(tiny_cifar10, out), "tags=[abl,v2]"],
-              cwd=tmp_path)  # fmt: skip
+    run_train(
+        ["+experiment=baseline_cnn", *tiny_overrides(tiny_cifar10, out), "tags=[abl,v2]"],
+        cwd=tmp_path,
+    )
     assert read_results(out)["tags"] == ["abl", "v2"]
     (wandb_dir,) = (out / "wandb").glob("offline-run-*")
     run = read_offline_run(wandb_dir)
@@ -67,7 +77,17 @@ def test_tags_reach_results_json_and_the_wandb_offline_run(tiny_cifar10, tmp_pat
 def test_tags_reach_the_sweep_summary(tiny_cifar10, tmp_path):
     sweep = tmp_path / "sweep"
     over = [o for o in tiny_overrides(tiny_cifar10, tmp_path / "unused") if "hydra.run" not in o]
-    run_train(["+experiment=baseline_cnn", *over, "logger=csv", "tags=[grid1]", "-m",
-               "seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)  # fmt: skip
+    run_train(
+        [
+            "+experiment=baseline_cnn",
+            *over,
+            "logger=csv",
+            "tags=[grid1]",
+            "-m",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
     summary = json.loads((sweep / "sweep_summary.json").read_text())
     assert [j["tags"] for j in summary["jobs"]] == [["grid1"], ["grid1"]]

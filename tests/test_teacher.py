@@ -138,8 +138,11 @@ def test_published_benchmark_teachers_load_strictly_and_wrong_ones_say_what_diff
     published = tmp_path / "ResNet50.pth"
     torch.save({"model": to_published_state("r50", r50.state_dict())}, published)
     kw50 = kw | {"arch": "r50"}
-    assert torch.allclose(build_teacher(model=lambda: resnet50(100), ckpt=str(published), **kw50)(x),
-                          r50(x), atol=1e-6)  # fmt: skip
+    assert torch.allclose(
+        build_teacher(model=lambda: resnet50(100), ckpt=str(published), **kw50)(x),
+        r50(x),
+        atol=1e-6,
+    )
     with pytest.raises(ValueError) as err:  # deeper: keys the smaller network does not have
         build_teacher(model=lambda: resnet8x4(100), ckpt=str(good), **kw | {"arch": "resnet8x4"})
     message = str(err.value)

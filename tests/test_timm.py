@@ -75,9 +75,15 @@ def test_cross_architecture_distillation_runs(tiny_cifar10, tmp_path, direction)
         pair, arch = [*_vit("model"), "teacher=preresnet20"], "preresnet20"
         cka = "cka.stages=[blocks_1:layer3]"
     cfg = compose_cfg(
-        tiny_cifar10, out, "+experiment=vitb_vitt_logit", "data=cifar10", f"data.root={tiny_cifar10}",
-        *pair, "cka.enabled=true", cka,
-    )  # fmt: skip
+        tiny_cifar10,
+        out,
+        "+experiment=vitb_vitt_logit",
+        "data=cifar10",
+        f"data.root={tiny_cifar10}",
+        *pair,
+        "cka.enabled=true",
+        cka,
+    )
     export_teacher_net(cfg, arch=arch)
     res = train(cfg)
     assert res["teacher"] == arch and res["compression_ratio"] > 0
@@ -98,9 +104,11 @@ def test_upsampled_native_teacher_distils_into_32px_student(tmp_path):
     inner = teacher.net.net.forward_stages
     teacher.net.net.forward_stages = lambda x: (sizes.append(x.shape[-1]), inner(x))[1]
     system = Distiller(
-        small_cnn(10), teacher, LogitKD(alpha=0.5, temperature=4.0),
+        small_cnn(10),
+        teacher,
+        LogitKD(alpha=0.5, temperature=4.0),
         optimizer=functools.partial(torch.optim.SGD, lr=0.01),
-    )  # fmt: skip
+    )
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     logits, terms = system.compute_losses(x, y)
     assert sizes == [64] and logits.shape == (4, 10) and torch.isfinite(terms["loss"])

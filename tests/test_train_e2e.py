@@ -12,9 +12,21 @@ from tests.conftest import SHARED_DATA, needs_shared, read_results, run_train, t
 pytestmark = pytest.mark.slow
 
 RESULT_KEYS = {
-    "dataset", "teacher", "student", "method", "alpha", "temperature", "beta", "seed", "epochs",
-    "val_acc_best", "test_acc_best", "test_acc_final", "test_nll", "test_ece",
-}  # fmt: skip
+    "dataset",
+    "teacher",
+    "student",
+    "method",
+    "alpha",
+    "temperature",
+    "beta",
+    "seed",
+    "epochs",
+    "val_acc_best",
+    "test_acc_best",
+    "test_acc_final",
+    "test_nll",
+    "test_ece",
+}
 METRICS = ["val_acc_best", "test_acc_best", "test_acc_final", "test_nll", "test_ece"]
 
 
@@ -49,8 +61,20 @@ def test_baseline_writes_results_checkpoints_csv_and_wandb(baseline_runs):
     assert (out / ".hydra" / "config.yaml").is_file()
     rows = list(csv.DictReader(open(out / "csv" / "metrics.csv")))
     columns = set(rows[0])
-    needed = {"train/loss", "train/loss_ce", "train/acc", "train/grad_norm", "lr", "val/loss", "val/acc",
-              "val/acc_best", "test/acc", "test/nll", "test/ece", "test_final/acc"}  # fmt: skip
+    needed = {
+        "train/loss",
+        "train/loss_ce",
+        "train/acc",
+        "train/grad_norm",
+        "lr",
+        "val/loss",
+        "val/acc",
+        "val/acc_best",
+        "test/acc",
+        "test/nll",
+        "test/ece",
+        "test_final/acc",
+    }
     assert not {c for c in needed if not any(c == k or k.startswith(c + "_") for k in columns)}
     assert float(next(r for r in rows if r.get("test/acc"))["test/acc"]) == pytest.approx(
         res["test_acc_best"]

@@ -118,8 +118,9 @@ def test_view_cache_without_flips_holds_only_unflipped_views(data_root, tmp_path
     teacher = _teacher(tmp_path / "t.ckpt")
     table = vc.build_view_cache(teacher, dm.train_split(), progress=False)
     assert table.views.shape == (20, 25, 10)  # 5 × 5 crops, no mirror images
-    flipped = vc.build_view_cache(teacher, _dm(data_root, augment={"crop_padding": 2}).train_split(),
-                                  progress=False)
+    flipped = vc.build_view_cache(
+        teacher, _dm(data_root, augment={"crop_padding": 2}).train_split(), progress=False
+    )
     assert flipped.path != table.path and flipped.views.shape == (20, 50, 10)
     b = next(iter(dm.loader("train", train=True)))
     assert not vc.view_params(b.view)[2].any()
@@ -131,10 +132,14 @@ def test_view_cache_without_flips_holds_only_unflipped_views(data_root, tmp_path
 
 def test_changed_teacher_file_gets_new_cache(data_root, tmp_path, monkeypatch):
     dm = _dm(data_root)
-    first = vc.build_view_cache(_teacher(tmp_path / "t.ckpt", seed=1), dm.train_split(), progress=False)
+    first = vc.build_view_cache(
+        _teacher(tmp_path / "t.ckpt", seed=1), dm.train_split(), progress=False
+    )
     # same file again: reused from disk, not recomputed
     monkeypatch.setattr(vc, "compute_view_logits", lambda *a, **k: pytest.fail("recomputed"))
-    again = vc.build_view_cache(_teacher(tmp_path / "t.ckpt", seed=1), dm.train_split(), progress=False)
+    again = vc.build_view_cache(
+        _teacher(tmp_path / "t.ckpt", seed=1), dm.train_split(), progress=False
+    )
     assert again.path == first.path and torch.equal(again.views, first.views)
     monkeypatch.undo()
     retrained = _teacher(tmp_path / "t.ckpt", seed=2)  # same path, different weights

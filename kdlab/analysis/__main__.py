@@ -36,8 +36,12 @@ def temperature_parser() -> argparse.ArgumentParser:
         "--dataset", choices=BUILTIN, help="override the export's dataset (one kdlab ships)"
     )
     p.add_argument("--out", default="temperature.png", help="PNG to write")
-    p.add_argument("--verify", choices=["md5", "structure"], default="md5",
-                   help="check of full-size data files (structure: a verified re-encoding)")  # fmt: skip
+    p.add_argument(
+        "--verify",
+        choices=["md5", "structure"],
+        default="md5",
+        help="check of full-size data files (structure: a verified re-encoding)",
+    )
     return p
 
 
@@ -55,8 +59,12 @@ def agreement_parser() -> argparse.ArgumentParser:
         "--dataset", choices=BUILTIN, help="override the exports' dataset (one kdlab ships)"
     )
     p.add_argument("--out", help="also write the markdown table to this file")
-    p.add_argument("--verify", choices=["md5", "structure"], default="md5",
-                   help="check of full-size data files (structure: a verified re-encoding)")  # fmt: skip
+    p.add_argument(
+        "--verify",
+        choices=["md5", "structure"],
+        default="md5",
+        help="check of full-size data files (structure: a verified re-encoding)",
+    )
     return p
 
 

@@ -111,8 +111,14 @@ def _short(path: Path, all_paths: Sequence[str | Path]) -> str:
 def agreement_markdown(res: AgreementResult) -> str:
     """Per-pair table with a final mean ± std row, plus each teacher's own test accuracy."""
     rows = [[res.names[i], res.names[j], fmt.num(a), fmt.num(k, 3)] for i, j, a, k in res.pairs]
-    rows.append(["**mean ± std**", f"({len(res.pairs)} pairs)", fmt.pm(res.agreement),
-                 fmt.pm(res.sym_kl, 3)])  # fmt: skip
+    rows.append(
+        [
+            "**mean ± std**",
+            f"({len(res.pairs)} pairs)",
+            fmt.pm(res.agreement),
+            fmt.pm(res.sym_kl, 3),
+        ]
+    )
     acc_rows = [[n, fmt.num(a)] for n, a in zip(res.names, res.accuracy, strict=True)]
     return (
         f"Independent-teacher agreement on {res.n_images} test images\n\n"

@@ -48,9 +48,13 @@ def temperature_figure(
     """Image panel + one bar chart of class probabilities per temperature."""
     pred = int(np.argmax(probs[0]))
     fig, axes = plt.subplots(
-        1, 1 + len(temps), figsize=figure_size(len(temps)), dpi=DPI, layout="constrained",
+        1,
+        1 + len(temps),
+        figsize=figure_size(len(temps)),
+        dpi=DPI,
+        layout="constrained",
         gridspec_kw={"width_ratios": [IMAGE_WIDTH] + [PANEL_WIDTH] * len(temps)},
-    )  # fmt: skip
+    )
     axes[0].imshow(image)
     axes[0].set_axis_off()
     axes[0].set_title(f"true: {classes[label]}\npred: {classes[pred]}", fontsize=9)
@@ -67,10 +71,12 @@ def temperature_figure(
             ax.set_xticks(idx, classes, rotation=60, fontsize=7)
     axes[1].set_ylabel("softmax(z / T)")
     axes[-1].legend(
-        handles=[Patch(color="tab:green", label="true class"),
-                 Patch(facecolor="white", edgecolor="tab:red", linewidth=2, label="prediction")],
+        handles=[
+            Patch(color="tab:green", label="true class"),
+            Patch(facecolor="white", edgecolor="tab:red", linewidth=2, label="prediction"),
+        ],
         fontsize=7,
-    )  # fmt: skip
+    )
     return fig
 
 
@@ -95,9 +101,7 @@ def plot_temperature(
         raise ValueError(f"--index {index} is outside the test set of {len(y)} images")
     logits = predict(net, x[index : index + 1])[0]
     probs = softened(logits, temps)
-    fig = temperature_figure(
-        probs, temps, images[index], int(y[index]), reader.classes(data_root)
-    )
+    fig = temperature_figure(probs, temps, images[index], int(y[index]), reader.classes(data_root))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI)

@@ -25,7 +25,9 @@ from kdlab.models.timm_adapter import InputResize
 CIFAR_BY_CLASSES = {10: "cifar10", 100: "cifar100"}
 
 
-def export_reader(meta: dict[str, Any], net: nn.Module, path: str | Path, dataset: str | None = None) -> Reader:
+def export_reader(
+    meta: dict[str, Any], net: nn.Module, path: str | Path, dataset: str | None = None
+) -> Reader:
     """The reader of the dataset an export was trained on: ``dataset`` when given (a dataset
     kdlab ships), else the reader config the export records, else its dataset's name, else
     (the oldest exports) the CIFAR with the network's number of classes."""
@@ -44,17 +46,24 @@ def export_reader(meta: dict[str, Any], net: nn.Module, path: str | Path, datase
 
 
 def load_test(
-    root: str | Path, reader: Reader, limit: int | None = None, normalize_as: str = "dataset",
+    root: str | Path,
+    reader: Reader,
+    limit: int | None = None,
+    normalize_as: str = "dataset",
     verify: str = "md5",
-) -> tuple[np.ndarray, Tensor, Tensor]:  # fmt: skip
+) -> tuple[np.ndarray, Tensor, Tensor]:
     """``(raw uint8 images, normalised inputs, labels)`` of the first ``limit`` test images.
 
     The data module normalises them, so a dataset whose statistics are measured (not
     published) is normalised with the numbers its training run measured."""
     dm = ImageDataModule(
-        reader=reader, root=str(root), download=False, verify=verify, normalize=normalize_as,
+        reader=reader,
+        root=str(root),
+        download=False,
+        verify=verify,
+        normalize=normalize_as,
         num_workers=0,
-    )  # fmt: skip
+    )
     dm.setup("test")
     images, labels = dm.splits["test"]
     if limit is not None:
@@ -69,6 +78,8 @@ def predict(net: nn.Module, x: Tensor, batch_size: int = 250) -> Tensor:
     net.eval()
     resize = InputResize(getattr(net, "input_size", 32))
     device = next(net.parameters()).device
-    out = [net(resize(x[i : i + batch_size].to(device))).float().cpu()
-           for i in range(0, len(x), batch_size)]  # fmt: skip
+    out = [
+        net(resize(x[i : i + batch_size].to(device))).float().cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out)

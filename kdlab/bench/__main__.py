@@ -50,20 +50,35 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8))
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--size", choices=sorted(S.MODELS), default=None, help="model pair")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="compiled rows (default: on CUDA only; never with --quick)")  # fmt: skip
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compiled rows (default: on CUDA only; never with --quick)",
+    )
     e = p.add_argument_group("epochs of the real system vs a plain loop (--epoch)")
     e.add_argument("--epoch", action="store_true", help="run the epoch rows instead")
     e.add_argument("--models", default="cnn,resnet20", help="conf/model names (cnn,resnet20)")
     e.add_argument("--pipelines", default="dataloader,device", help="data pipelines")
     e.add_argument("--epochs", type=int, default=3, help="epochs per run (first is not timed)")
-    e.add_argument("--data-root", default=os.environ.get("KDLAB_DATA", "data"),
-                   help="CIFAR-10 root (torchvision layout; default $KDLAB_DATA or ./data)")  # fmt: skip
-    e.add_argument("--verify", default="md5", choices=["md5", "structure"],
-                   help="data.verify for the copy in --data-root")  # fmt: skip
+    e.add_argument(
+        "--data-root",
+        default=os.environ.get("KDLAB_DATA", "data"),
+        help="CIFAR-10 root (torchvision layout; default $KDLAB_DATA or ./data)",
+    )
+    e.add_argument(
+        "--verify",
+        default="md5",
+        choices=["md5", "structure"],
+        help="data.verify for the copy in --data-root",
+    )
     e.add_argument("--val-size", type=int, default=5000, help="data.val_size")
-    e.add_argument("--train-batches", type=int, default=None,
-                   help="training batches per epoch (default: the whole split)")  # fmt: skip
+    e.add_argument(
+        "--train-batches",
+        type=int,
+        default=None,
+        help="training batches per epoch (default: the whole split)",
+    )
     from kdlab.bench import pairs as P
 
     r = p.add_argument_group("the benchmark's small-student pairs (--pairs; kdlab/bench/pairs.py)")
@@ -72,10 +87,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     r.add_argument("--precisions", default=",".join(P.PRECISIONS), help="bf16,fp32")
     r.add_argument("--modes", default="eager", help="eager,compiled")
     r.add_argument("--teacher-batches", default="64,512", help="teacher forward rows' batches")
-    r.add_argument("--n-train", type=int, default=20_000,
-                   help="images in memory (CRD's bank and the view cache are sized for them)")  # fmt: skip
-    r.add_argument("--deterministic", action="store_true",
-                   help="torch.use_deterministic_algorithms(True), as trainer.deterministic")  # fmt: skip
+    r.add_argument(
+        "--n-train",
+        type=int,
+        default=20_000,
+        help="images in memory (CRD's bank and the view cache are sized for them)",
+    )
+    r.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="torch.use_deterministic_algorithms(True), as trainer.deterministic",
+    )
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     a = p.parse_args(argv)
     q = a.quick
@@ -140,8 +162,15 @@ def run(a: argparse.Namespace) -> dict:
         it = S.endless(loader)
         res = S.time_it(lambda: step(next(it)), 64, device, *timing)  # noqa: B023
         t_arch, s_arch = S.ZOO_PAIRS[a.size]
-        add(f"zoo/{method}/{t_arch}-{s_arch}", res, kind="zoo", method=method,
-            base=S.ZOO_BASES.get(method), pair=f"{t_arch}-{s_arch}", batch=64)  # fmt: skip
+        add(
+            f"zoo/{method}/{t_arch}-{s_arch}",
+            res,
+            kind="zoo",
+            method=method,
+            base=S.ZOO_BASES.get(method),
+            pair=f"{t_arch}-{s_arch}",
+            batch=64,
+        )
     system = S.build_system("logit", a.size)
     S.prepare(system, device)
     x = torch.randn(b, 3, 32, 32, device=device)
@@ -208,12 +237,25 @@ def epoch_main(a: argparse.Namespace) -> dict:
 
     batch = a.batch_size if a.batch_size != 128 else 64  # the benchmark students' batch
     data = [f"data.root={a.data_root}", f"data.verify={a.verify}", f"data.val_size={a.val_size}"]
-    settings = {"models": a.models.split(","), "pipelines": a.pipelines.split(","),
-                "epochs": a.epochs, "batch": batch, "threads": a.threads or 1, "data": data,
-                "train_batches": a.train_batches}  # fmt: skip
+    settings = {
+        "models": a.models.split(","),
+        "pipelines": a.pipelines.split(","),
+        "epochs": a.epochs,
+        "batch": batch,
+        "threads": a.threads or 1,
+        "data": data,
+        "train_batches": a.train_batches,
+    }
     print(f"kdlab.bench --epoch: {settings}", flush=True)
-    rows = epoch_rows(settings["models"], settings["pipelines"], data, a.epochs, batch,
-                      settings["threads"], a.train_batches)  # fmt: skip
+    rows = epoch_rows(
+        settings["models"],
+        settings["pipelines"],
+        data,
+        a.epochs,
+        batch,
+        settings["threads"],
+        a.train_batches,
+    )
     report = {"hardware": hardware(), "settings": settings, "rows": rows}
     Path(a.out).write_text(json.dumps(report, indent=2))
     from rich.table import Table
@@ -228,9 +270,13 @@ def epoch_main(a: argparse.Namespace) -> dict:
     by = {(r["model"], r["pipeline"], r.get("loop", "ratio")): r for r in rows}
     for m in settings["models"]:
         for pipe in settings["pipelines"]:
-            t.add_row(m, pipe, f"{by[m, pipe, 'kdlab']['seconds_per_epoch']:.2f}",
-                      f"{by[m, pipe, 'plain']['seconds_per_epoch']:.2f}",
-                      f"{by[m, pipe, 'ratio']['ratio']:.2f}×")  # fmt: skip
+            t.add_row(
+                m,
+                pipe,
+                f"{by[m, pipe, 'kdlab']['seconds_per_epoch']:.2f}",
+                f"{by[m, pipe, 'plain']['seconds_per_epoch']:.2f}",
+                f"{by[m, pipe, 'ratio']['ratio']:.2f}×",
+            )
     table_console().print(t)
     print(f"wrote {a.out}")
     return report

@@ -35,9 +35,13 @@ def _terms(system, x: torch.Tensor, batch, bf16: bool) -> tuple[dict[str, float]
 
 
 def loss_agreement(
-    pair: str, method: str, device: torch.device, images: torch.Tensor, labels: torch.Tensor,
+    pair: str,
+    method: str,
+    device: torch.device,
+    images: torch.Tensor,
+    labels: torch.Tensor,
     batch: int,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """fp32 and bf16-autocast loss terms of one batch for ``method`` on ``pair``."""
     t_arch, s_arch = PAIRS[pair]
     system = S.build_pair_system(method, t_arch, s_arch, len(images), device=device)
@@ -51,18 +55,31 @@ def loss_agreement(
     diff = abs(bf16["loss"] - fp32["loss"])
     rel = diff / max(abs(fp32["loss"]), 1e-12)
     return {
-        "name": f"precision/{pair}/{method}", "kind": "precision", "pair": pair,
-        "method": method, "batch": batch, "loss_fp32": fp32["loss"], "loss_bf16": bf16["loss"],
-        "abs_diff": diff, "rel_diff": rel, "ok": rel < TOLERANCE, "tolerance": TOLERANCE,
-        "terms_fp32": fp32, "terms_bf16": bf16,
+        "name": f"precision/{pair}/{method}",
+        "kind": "precision",
+        "pair": pair,
+        "method": method,
+        "batch": batch,
+        "loss_fp32": fp32["loss"],
+        "loss_bf16": bf16["loss"],
+        "abs_diff": diff,
+        "rel_diff": rel,
+        "ok": rel < TOLERANCE,
+        "tolerance": TOLERANCE,
+        "terms_fp32": fp32,
+        "terms_bf16": bf16,
         "logits_max_abs_diff": float((logits16 - logits32).abs().max()),
-    }  # fmt: skip
+    }
 
 
 def agreement_rows(
-    pairs: Sequence[str], methods: Sequence[str], device: torch.device, batch: int = 64,
-    n_train: int = 20_000, on_row: Callable[[list], None] | None = None,
-) -> list[dict[str, Any]]:  # fmt: skip
+    pairs: Sequence[str],
+    methods: Sequence[str],
+    device: torch.device,
+    batch: int = 64,
+    n_train: int = 20_000,
+    on_row: Callable[[list], None] | None = None,
+) -> list[dict[str, Any]]:
     """One row per (pair, method); a method that raises is recorded with its error."""
     g = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (n_train, 32, 32, 3), dtype=torch.uint8, generator=g)
@@ -73,11 +90,17 @@ def agreement_rows(
             try:
                 row = loss_agreement(pair, method, device, images, labels, batch)
             except Exception as err:  # the next method still runs
-                row = {"name": f"precision/{pair}/{method}", "kind": "precision", "pair": pair,
-                       "method": method, "error": f"{type(err).__name__}: {err}"}  # fmt: skip
+                row = {
+                    "name": f"precision/{pair}/{method}",
+                    "kind": "precision",
+                    "pair": pair,
+                    "method": method,
+                    "error": f"{type(err).__name__}: {err}",
+                }
             rows.append(row)
-            shown = (f"rel diff {row['rel_diff']:.2e}" if "rel_diff" in row
-                     else f"error: {row['error']}")  # fmt: skip
+            shown = (
+                f"rel diff {row['rel_diff']:.2e}" if "rel_diff" in row else f"error: {row['error']}"
+            )
             print(f"  {row['name']}: {shown}", flush=True)
             if on_row is not None:
                 on_row(rows)

@@ -47,19 +47,37 @@ def prepare_inputs(
 
 
 def train_command(
-    root: Path, teacher: Path, run_dir: Path, steps: int, batch: int, val_size: int,
+    root: Path,
+    teacher: Path,
+    run_dir: Path,
+    steps: int,
+    batch: int,
+    val_size: int,
     accelerator: str,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     return [
-        sys.executable, "-m", "kdlab.train", "+experiment=resnet56_resnet20", "data=cifar10",
-        f"data.root={root}", "data.download=false", "data.verify=structure",
-        f"data.val_size={val_size}", f"data.batch_size={batch}", f"teacher.ckpt={teacher}",
-        "trainer.max_epochs=1", f"trainer.limit_train_batches={steps}",
+        sys.executable,
+        "-m",
+        "kdlab.train",
+        "+experiment=resnet56_resnet20",
+        "data=cifar10",
+        f"data.root={root}",
+        "data.download=false",
+        "data.verify=structure",
+        f"data.val_size={val_size}",
+        f"data.batch_size={batch}",
+        f"teacher.ckpt={teacher}",
+        "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={steps}",
         "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "trainer.num_sanity_val_steps=0",
-        "trainer.deterministic=true", f"trainer.accelerator={accelerator}",
-        "fidelity.train_set=false", "logger=csv", f"hydra.run.dir={run_dir}",
-    ]  # fmt: skip
+        "trainer.limit_test_batches=2",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.deterministic=true",
+        f"trainer.accelerator={accelerator}",
+        "fidelity.train_set=false",
+        "logger=csv",
+        f"hydra.run.dir={run_dir}",
+    ]
 
 
 def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
@@ -78,31 +96,50 @@ def compare_checkpoints(a: Path, b: Path) -> dict[str, Any]:
             differing.append(key)
             if x.shape == y.shape and x.is_floating_point():
                 worst = max(worst, float((x.double() - y.double()).abs().max()))
-    return {"tensors": len(set(sa) | set(sb)), "differing": len(differing),
-            "differing_first": differing[:10], "max_abs_diff": worst}  # fmt: skip
+    return {
+        "tensors": len(set(sa) | set(sb)),
+        "differing": len(differing),
+        "differing_first": differing[:10],
+        "max_abs_diff": worst,
+    }
 
 
 def determinism_check(
-    work: Path, data_root: str | None = None, steps: int = 50, batch: int = 64,
-    accelerator: str = "auto", smoke: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+    work: Path,
+    data_root: str | None = None,
+    steps: int = 50,
+    batch: int = 64,
+    accelerator: str = "auto",
+    smoke: bool = False,
+) -> dict[str, Any]:
     """Run the same short distillation twice and compare the weights and metrics."""
     work.mkdir(parents=True, exist_ok=True)
     n_train, n_test, val = (300, 64, 50) if smoke else (3400, 256, 200)
     root, teacher = prepare_inputs(work, data_root, n_train, n_test)
     env = os.environ | {
-        "KDLAB_LOGS": str(work / "logs"), "KDLAB_TEACHERS": str(work / "teachers"),
-        "KDLAB_CACHE": str(work / "cache"), "WANDB_MODE": "disabled",
-    }  # fmt: skip
-    out: dict[str, Any] = {"name": "determinism", "kind": "determinism", "steps": steps,
-                           "batch": batch, "data_root": str(root), "runs": []}  # fmt: skip
+        "KDLAB_LOGS": str(work / "logs"),
+        "KDLAB_TEACHERS": str(work / "teachers"),
+        "KDLAB_CACHE": str(work / "cache"),
+        "WANDB_MODE": "disabled",
+    }
+    out: dict[str, Any] = {
+        "name": "determinism",
+        "kind": "determinism",
+        "steps": steps,
+        "batch": batch,
+        "data_root": str(root),
+        "runs": [],
+    }
     for i in (1, 2):
         run_dir = work / f"run{i}"
         cmd = train_command(root, teacher, run_dir, steps, batch, val, accelerator)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        run = {"dir": str(run_dir), "rc": proc.returncode,
-               "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+        run = {
+            "dir": str(run_dir),
+            "rc": proc.returncode,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
         res_path = run_dir / "results.json"
         if proc.returncode != 0 or not res_path.is_file():
             run["error"] = (proc.stderr or proc.stdout)[-2000:]
@@ -113,8 +150,9 @@ def determinism_check(
         run |= {k: res.get(k) for k in METRICS + ("status", "channels_last", "epochs_trained")}
         out["runs"].append(run)
     out["command"] = " ".join(cmd[1:])
-    out["weights"] = compare_checkpoints(*(work / f"run{i}" / "checkpoints" / "last.ckpt"
-                                           for i in (1, 2)))  # fmt: skip
+    out["weights"] = compare_checkpoints(
+        *(work / f"run{i}" / "checkpoints" / "last.ckpt" for i in (1, 2))
+    )
     r1, r2 = out["runs"]
     out["metrics_equal"] = all(r1.get(k) == r2.get(k) for k in METRICS)
     out["identical"] = out["weights"]["differing"] == 0 and out["metrics_equal"]

@@ -38,9 +38,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-NO_CUDA = ("device_check: no CUDA device here (torch.cuda.is_available() is False); it measures "
-           "a GPU. --dry-run lists the steps; --smoke-cpu runs them tiny on the CPU (development "
-           "only)")  # fmt: skip
+NO_CUDA = (
+    "device_check: no CUDA device here (torch.cuda.is_available() is False); it measures "
+    "a GPU. --dry-run lists the steps; --smoke-cpu runs them tiny on the CPU (development "
+    "only)"
+)
 
 
 @dataclass(frozen=True)
@@ -52,41 +54,81 @@ class Step:
 
 STEPS = (
     Step("env", 25, "GPU, driver, torch/CUDA/cuDNN and package versions; kdlab imports"),
-    Step("pairs_bf16", 80, "kdlab.bench --pairs, bf16 autocast, eager: 2 pairs × (baseline, "
-         "logit_viewcache, dkd, crd, reviewkd) + teacher plain/fast forward, peak memory"),
-    Step("determinism", 90, "two 50-step kdlab.train runs (resnet56→resnet20 logit KD, "
-         "trainer.deterministic=true): bitwise-identical weights?"),
+    Step(
+        "pairs_bf16",
+        80,
+        "kdlab.bench --pairs, bf16 autocast, eager: 2 pairs × (baseline, "
+        "logit_viewcache, dkd, crd, reviewkd) + teacher plain/fast forward, peak memory",
+    ),
+    Step(
+        "determinism",
+        90,
+        "two 50-step kdlab.train runs (resnet56→resnet20 logit KD, "
+        "trainer.deterministic=true): bitwise-identical weights?",
+    ),
     Step("precision", 40, "bf16-mixed vs fp32 loss on one batch, 2 pairs × 5 methods"),
     Step("pairs_fp32", 70, "the pair and teacher rows in fp32"),
-    Step("recent_bf16", 30, "bf16 eager rows of SDD over DKD, MLKD (strong views) and FCFD on "
-         "resnet56→resnet20"),
+    Step(
+        "recent_bf16",
+        30,
+        "bf16 eager rows of SDD over DKD, MLKD (strong views) and FCFD on resnet56→resnet20",
+    ),
     Step("deterministic_cost", 35, "bf16 eager pair rows with deterministic algorithms on"),
-    Step("compiled", 100, "torch.compile on: bf16 rows of baseline, logit_viewcache, dkd and "
-         "the teacher forward (feature methods' forward_stages is never compiled)"),
-)  # fmt: skip
+    Step(
+        "compiled",
+        100,
+        "torch.compile on: bf16 rows of baseline, logit_viewcache, dkd and "
+        "the teacher forward (feature methods' forward_stages is never compiled)",
+    ),
+)
 TOTAL_BUDGET_S = 480  # 8 minutes with the wheel install and start-up around it
 SMOKE_BUDGET_S = 300
 SIZES = {  # GPU sizes, and toy sizes for --smoke-cpu
-    "gpu": {"batch": 64, "timing": (5, 20, 5), "n_train": 20_000, "teacher_batches": (64, 512),
-            "det_steps": 50, "det_batch": 64},
-    "smoke": {"batch": 8, "timing": (1, 1, 2), "n_train": 1024, "teacher_batches": (8,),
-              "det_steps": 3, "det_batch": 16},
-}  # fmt: skip
+    "gpu": {
+        "batch": 64,
+        "timing": (5, 20, 5),
+        "n_train": 20_000,
+        "teacher_batches": (64, 512),
+        "det_steps": 50,
+        "det_batch": 64,
+    },
+    "smoke": {
+        "batch": 8,
+        "timing": (1, 1, 2),
+        "n_train": 1024,
+        "teacher_batches": (8,),
+        "det_steps": 3,
+        "det_batch": 16,
+    },
+}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/device_check.sh", description=__doc__.split("\n")[0])
     p.add_argument("out", nargs="?", default="device_check", help="output folder")
     p.add_argument("--dry-run", action="store_true", help="print the steps and budgets only")
-    p.add_argument("--smoke-cpu", action="store_true",
-                   help="every step on the CPU at toy sizes (development check, not figures)")  # fmt: skip
-    p.add_argument("--data-root", default=None,
-                   help="CIFAR-10 root for the determinism runs (default: synthetic images)")  # fmt: skip
+    p.add_argument(
+        "--smoke-cpu",
+        action="store_true",
+        help="every step on the CPU at toy sizes (development check, not figures)",
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="CIFAR-10 root for the determinism runs (default: synthetic images)",
+    )
     p.add_argument("--only", default=None, help="comma-separated steps to run (default: all)")
-    p.add_argument("--budget", type=int, default=None,
-                   help=f"total seconds for all steps (default {TOTAL_BUDGET_S}; smoke: unlimited)")  # fmt: skip
-    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "kdlab_device_check"),
-                   help="scratch folder: data, runs, caches (kept out of OUT)")  # fmt: skip
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help=f"total seconds for all steps (default {TOTAL_BUDGET_S}; smoke: unlimited)",
+    )
+    p.add_argument(
+        "--work",
+        default=str(Path(tempfile.gettempdir()) / "kdlab_device_check"),
+        help="scratch folder: data, runs, caches (kept out of OUT)",
+    )
     p.add_argument("--run-step", default=None, help=argparse.SUPPRESS)  # one step, in-process
     p.add_argument("--step-json", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -106,8 +148,10 @@ def dry_run(steps: list[Step], smoke: bool) -> None:
         budget = SMOKE_BUDGET_S if smoke else s.budget_s
         print(f"{s.name:<20} {budget:>4} s  {s.what}")
     total = sum(SMOKE_BUDGET_S if smoke else s.budget_s for s in steps)
-    print(f"total: {len(steps)} steps, {total} s of step budgets"
-          + ("" if smoke else f" (capped at {TOTAL_BUDGET_S} s)"))  # fmt: skip
+    print(
+        f"total: {len(steps)} steps, {total} s of step budgets"
+        + ("" if smoke else f" (capped at {TOTAL_BUDGET_S} s)")
+    )
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -123,8 +167,18 @@ def run_one(step: Step, timeout: float, a: argparse.Namespace, work: Path, logs:
     step_json = work / "steps" / f"{step.name}.json"
     step_json.parent.mkdir(parents=True, exist_ok=True)
     step_json.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "kdlab.bench.device_check", str(a.out), "--run-step", step.name,
-           "--step-json", str(step_json), "--work", str(work)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "kdlab.bench.device_check",
+        str(a.out),
+        "--run-step",
+        step.name,
+        "--step-json",
+        str(step_json),
+        "--work",
+        str(work),
+    ]
     cmd += (["--smoke-cpu"] if a.smoke_cpu else []) + (
         ["--data-root", a.data_root] if a.data_root else []
     )
@@ -142,9 +196,16 @@ def run_one(step: Step, timeout: float, a: argparse.Namespace, work: Path, logs:
     tail = log_path.read_text(errors="replace")[-1500:] if status != "ok" else ""
     result = json.loads(step_json.read_text()) if step_json.is_file() else {}
     print(f"[{step.name}] {status} in {seconds} s (budget {timeout:.0f} s)", flush=True)
-    return {"step": step.name, "status": status, "rc": rc, "seconds": seconds,
-            "budget_s": round(timeout), "log": str(log_path), "log_tail": tail,
-            "result": result}  # fmt: skip
+    return {
+        "step": step.name,
+        "status": status,
+        "rc": rc,
+        "seconds": seconds,
+        "budget_s": round(timeout),
+        "log": str(log_path),
+        "log_tail": tail,
+        "result": result,
+    }
 
 
 def orchestrate(a: argparse.Namespace, steps: list[Step]) -> int:
@@ -156,10 +217,13 @@ def orchestrate(a: argparse.Namespace, steps: list[Step]) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     budget = a.budget or (None if a.smoke_cpu else TOTAL_BUDGET_S)
     report: dict[str, Any] = {
-        "device_check": 1, "mode": "smoke-cpu" if a.smoke_cpu else "gpu",
-        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "budget_s": budget,
-        "plan": [asdict(s) for s in steps], "steps": [],
-    }  # fmt: skip
+        "device_check": 1,
+        "mode": "smoke-cpu" if a.smoke_cpu else "gpu",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "budget_s": budget,
+        "plan": [asdict(s) for s in steps],
+        "steps": [],
+    }
     t0 = time.perf_counter()
     for step in steps:
         left = None if budget is None else budget - (time.perf_counter() - t0)
@@ -174,9 +238,11 @@ def orchestrate(a: argparse.Namespace, steps: list[Step]) -> int:
         report["elapsed_s"] = round(time.perf_counter() - t0, 1)
         write_report(report, out)
     bad = [s["step"] for s in report["steps"] if s["status"] != "ok"]
-    print(f"device_check: {len(steps) - len(bad)}/{len(steps)} steps ok in "
-          f"{report['elapsed_s']} s → {out / 'device_check.json'}, {out / 'device_check.md'}"
-          + (f"; not ok: {', '.join(bad)}" if bad else ""))  # fmt: skip
+    print(
+        f"device_check: {len(steps) - len(bad)}/{len(steps)} steps ok in "
+        f"{report['elapsed_s']} s → {out / 'device_check.json'}, {out / 'device_check.md'}"
+        + (f"; not ok: {', '.join(bad)}" if bad else "")
+    )
     return 1 if bad else 0
 
 

@@ -29,8 +29,20 @@ def _saver(path: Path, key: str = "rows"):
 def _versions() -> dict[str, str | None]:
     from importlib import metadata
 
-    names = ("torch", "torchvision", "lightning", "torchmetrics", "timm", "numpy", "hydra-core",
-             "omegaconf", "antlr4-python3-runtime", "rich", "pandas", "scipy")  # fmt: skip
+    names = (
+        "torch",
+        "torchvision",
+        "lightning",
+        "torchmetrics",
+        "timm",
+        "numpy",
+        "hydra-core",
+        "omegaconf",
+        "antlr4-python3-runtime",
+        "rich",
+        "pandas",
+        "scipy",
+    )
     out: dict[str, str | None] = {}
     for n in names:
         try:
@@ -46,19 +58,27 @@ def env_info() -> dict[str, Any]:
 
     from kdlab.bench.hardware import hardware
 
-    info: dict[str, Any] = {"hardware": hardware(), "versions": _versions(),
-                            "python": sys.version.split()[0], "executable": sys.executable}  # fmt: skip
+    info: dict[str, Any] = {
+        "hardware": hardware(),
+        "versions": _versions(),
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+    }
     try:
         q = "name,driver_version,memory.total,power.limit,clocks.max.sm,pstate"
         info["nvidia_smi"] = subprocess.run(
-            ["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader"], capture_output=True,
-            text=True, timeout=15,
-        ).stdout.strip()  # fmt: skip
+            ["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired) as err:
         info["nvidia_smi"] = f"unavailable: {err}"
-    flags = {"cudnn_allow_tf32": lambda: torch.backends.cudnn.allow_tf32,
-             "matmul_allow_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
-             "float32_matmul_precision": torch.get_float32_matmul_precision}  # fmt: skip
+    flags = {
+        "cudnn_allow_tf32": lambda: torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision,
+    }
     info["torch_flags"] = {}
     for name, read in flags.items():  # some of these moved between torch releases
         try:
@@ -91,8 +111,14 @@ def run_step(name: str, step_json: Path, work: Path, smoke: bool, data_root: str
     if name == "determinism":
         from kdlab.bench.determinism import determinism_check
 
-        res = determinism_check(work / "determinism", data_root, size["det_steps"],
-                                size["det_batch"], "cpu" if smoke else "gpu", smoke)  # fmt: skip
+        res = determinism_check(
+            work / "determinism",
+            data_root,
+            size["det_steps"],
+            size["det_batch"],
+            "cpu" if smoke else "gpu",
+            smoke,
+        )
         _saver(step_json, "info")(res)
         return 1 if "error" in res else 0  # "identical": false is a finding, not a failure
     if name == "precision":
@@ -103,27 +129,58 @@ def run_step(name: str, step_json: Path, work: Path, smoke: bool, data_root: str
         return 0 if all("error" not in r for r in rows) else 1
     from kdlab.bench import pairs as P
 
-    kwargs = {"device": device, "batch": size["batch"], "timing": size["timing"],
-              "n_train": size["n_train"], "on_row": save}  # fmt: skip
+    kwargs = {
+        "device": device,
+        "batch": size["batch"],
+        "timing": size["timing"],
+        "n_train": size["n_train"],
+        "on_row": save,
+    }
     if name == "pairs_bf16":
-        rows = P.pair_rows(list(P.PAIRS), P.METHODS, ["bf16"], ["eager"],
-                           teacher_batches=size["teacher_batches"], **kwargs)  # fmt: skip
+        rows = P.pair_rows(
+            list(P.PAIRS),
+            P.METHODS,
+            ["bf16"],
+            ["eager"],
+            teacher_batches=size["teacher_batches"],
+            **kwargs,
+        )
     elif name == "pairs_fp32":
-        rows = P.pair_rows(list(P.PAIRS), P.METHODS, ["fp32"], ["eager"],
-                           teacher_batches=size["teacher_batches"], **kwargs)  # fmt: skip
+        rows = P.pair_rows(
+            list(P.PAIRS),
+            P.METHODS,
+            ["fp32"],
+            ["eager"],
+            teacher_batches=size["teacher_batches"],
+            **kwargs,
+        )
     elif name == "recent_bf16":
-        rows = P.pair_rows(["resnet56-resnet20"], P.RECENT, ["bf16"], ["eager"],
-                           teacher_batches=(), **kwargs)  # fmt: skip
+        rows = P.pair_rows(
+            ["resnet56-resnet20"], P.RECENT, ["bf16"], ["eager"], teacher_batches=(), **kwargs
+        )
     elif name == "deterministic_cost":
         P.use_deterministic_algorithms()
-        rows = P.pair_rows(list(P.PAIRS), P.METHODS, ["bf16"], ["eager"], teacher_batches=(),
-                           deterministic=True, **kwargs)  # fmt: skip
+        rows = P.pair_rows(
+            list(P.PAIRS),
+            P.METHODS,
+            ["bf16"],
+            ["eager"],
+            teacher_batches=(),
+            deterministic=True,
+            **kwargs,
+        )
     elif name == "compiled":
         if smoke:  # inductor compiles for minutes on a CPU: the chain is checked without it
             save([{"name": "compiled", "skipped": "--smoke-cpu: no compile on the CPU"}])
             return 0
-        rows = P.pair_rows(list(P.PAIRS), P.COMPILED, ["bf16"], ["compiled"],
-                           teacher_batches=size["teacher_batches"][:1], **kwargs)  # fmt: skip
+        rows = P.pair_rows(
+            list(P.PAIRS),
+            P.COMPILED,
+            ["bf16"],
+            ["compiled"],
+            teacher_batches=size["teacher_batches"][:1],
+            **kwargs,
+        )
     else:
         raise SystemExit(f"unknown step {name!r}")
     if name == "deterministic_cost":  # a method without deterministic kernels is a finding

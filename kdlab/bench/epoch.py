@@ -50,20 +50,38 @@ class EpochTimer(L.Callback):
         self.path.write_text(json.dumps({"seconds": self.times, "images": self.images}))
 
 
-def kdlab_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch: int,
-                 threads: int, train_batches: int | None = None) -> dict:  # fmt: skip
+def kdlab_epochs(
+    model: str,
+    pipeline: str,
+    data: list[str],
+    epochs: int,
+    batch: int,
+    threads: int,
+    train_batches: int | None = None,
+) -> dict:
     """Run ``python -m kdlab.train`` for ``epochs`` epochs and read its epoch times."""
     with tempfile.TemporaryDirectory() as tmp:
         timer = Path(tmp) / "epochs.json"
         args = [
-            sys.executable, "-m", "kdlab.train", "+experiment=baseline_cnn", f"model={model}",
-            *data, "data.augment=false", f"data.batch_size={batch}", f"data.pipeline={pipeline}",
-            "data.num_workers=0", f"trainer.max_epochs={epochs}", "logger=csv",
-            "trainer.accelerator=auto", "callbacks.early_stopping=null",
+            sys.executable,
+            "-m",
+            "kdlab.train",
+            "+experiment=baseline_cnn",
+            f"model={model}",
+            *data,
+            "data.augment=false",
+            f"data.batch_size={batch}",
+            f"data.pipeline={pipeline}",
+            "data.num_workers=0",
+            f"trainer.max_epochs={epochs}",
+            "logger=csv",
+            "trainer.accelerator=auto",
+            "callbacks.early_stopping=null",
             "+callbacks.bench_timer._target_=kdlab.bench.epoch.EpochTimer",
-            f"+callbacks.bench_timer.path={timer}", f"hydra.run.dir={tmp}/run",
+            f"+callbacks.bench_timer.path={timer}",
+            f"hydra.run.dir={tmp}/run",
             f"paths.log_dir={tmp}/logs",
-        ]  # fmt: skip
+        ]
         if train_batches:
             args.append(f"trainer.limit_train_batches={train_batches}")
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), WANDB_MODE="offline")
@@ -73,17 +91,31 @@ def kdlab_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch:
         return json.loads(timer.read_text())
 
 
-def plain_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch: int,
-                 train_batches: int | None = None) -> dict:  # fmt: skip
+def plain_epochs(
+    model: str,
+    pipeline: str,
+    data: list[str],
+    epochs: int,
+    batch: int,
+    train_batches: int | None = None,
+) -> dict:
     """The same network, loaders and optimiser in a hand-written loop (no framework at all)."""
     from hydra import compose, initialize_config_dir
 
     from kdlab.utils.resolvers import register
 
     register()  # the configs' own resolvers (kdlab.strong_view, …)
-    overrides = ["+experiment=baseline_cnn", f"model={model}", *data, "data.augment=false",
-                 f"data.batch_size={batch}", f"data.pipeline={pipeline}", "data.num_workers=0",
-                 "seed=0", "paths.root=."]  # fmt: skip
+    overrides = [
+        "+experiment=baseline_cnn",
+        f"model={model}",
+        *data,
+        "data.augment=false",
+        f"data.batch_size={batch}",
+        f"data.pipeline={pipeline}",
+        "data.num_workers=0",
+        "seed=0",
+        "paths.root=.",
+    ]
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         root = compose("train", overrides=overrides)
     dm = instantiate(root.data)
@@ -107,8 +139,10 @@ def plain_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch:
             seen += len(b)
         net.eval()
         with torch.no_grad():
-            correct = sum(int((net(v.x.to(device)).argmax(1) == v.y.to(device)).sum())
-                          for v in dm.loader("val"))  # fmt: skip
+            correct = sum(
+                int((net(v.x.to(device)).argmax(1) == v.y.to(device)).sum())
+                for v in dm.loader("val")
+            )
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -117,28 +151,53 @@ def plain_epochs(model: str, pipeline: str, data: list[str], epochs: int, batch:
     return {"seconds": times, "images": images, "val_acc": val_acc}
 
 
-def epoch_rows(models: list[str], pipelines: list[str], data: list[str], epochs: int,
-               batch: int, threads: int, train_batches: int | None = None) -> list[dict]:  # fmt: skip
+def epoch_rows(
+    models: list[str],
+    pipelines: list[str],
+    data: list[str],
+    epochs: int,
+    batch: int,
+    threads: int,
+    train_batches: int | None = None,
+) -> list[dict]:
     """One kdlab row, one plain row and their ratio per (model, pipeline)."""
     torch.set_num_threads(threads)
     rows = []
     for model in models:
         for pipe in pipelines:
-            runs = {"kdlab": kdlab_epochs(model, pipe, data, epochs, batch, threads, train_batches),
-                    "plain": plain_epochs(model, pipe, data, epochs, batch, train_batches)}  # fmt: skip
+            runs = {
+                "kdlab": kdlab_epochs(model, pipe, data, epochs, batch, threads, train_batches),
+                "plain": plain_epochs(model, pipe, data, epochs, batch, train_batches),
+            }
             per = {}
             for loop, r in runs.items():
                 secs = r["seconds"][1:] or r["seconds"]  # the first epoch pays for start-up
                 per[loop] = statistics.median(secs)
-                rows.append({
-                    "name": f"epoch/{model}/{pipe}/{loop}", "kind": "epoch", "model": model,
-                    "pipeline": pipe, "loop": loop, "batch": batch, "epochs": r["seconds"],
-                    "seconds_per_epoch": per[loop], "images_per_s": r["images"][-1] / per[loop],
-                    "skipped": None,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "name": f"epoch/{model}/{pipe}/{loop}",
+                        "kind": "epoch",
+                        "model": model,
+                        "pipeline": pipe,
+                        "loop": loop,
+                        "batch": batch,
+                        "epochs": r["seconds"],
+                        "seconds_per_epoch": per[loop],
+                        "images_per_s": r["images"][-1] / per[loop],
+                        "skipped": None,
+                    }
+                )
                 print(f"  {rows[-1]['name']}: {per[loop]:.2f} s/epoch", flush=True)
             ratio = per["kdlab"] / per["plain"]
-            rows.append({"name": f"epoch/{model}/{pipe}/ratio", "kind": "epoch_ratio",
-                         "model": model, "pipeline": pipe, "ratio": ratio, "skipped": None})  # fmt: skip
+            rows.append(
+                {
+                    "name": f"epoch/{model}/{pipe}/ratio",
+                    "kind": "epoch_ratio",
+                    "model": model,
+                    "pipeline": pipe,
+                    "ratio": ratio,
+                    "skipped": None,
+                }
+            )
             print(f"  epoch/{model}/{pipe}: kdlab / plain = {ratio:.2f}×", flush=True)
     return rows

@@ -37,9 +37,13 @@ def hardware() -> dict:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "gpu_info": gpu_info(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": gpu,
+        "gpu_info": gpu_info(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "python": platform.python_version(),
         # other processes on the machine skew CPU timings: recorded, not corrected for
         "load_average_1_5_15min": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }  # fmt: skip
+    }

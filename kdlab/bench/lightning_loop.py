@@ -33,12 +33,20 @@ def lightning_rate(
     """images/s of ``Trainer.fit`` steps, in ``repeats`` windows of ``steps`` after ``warmup``."""
     clock = _StepClock(device)
     trainer = L.Trainer(
-        accelerator=device.type, devices=1, max_steps=warmup + steps * repeats,
-        precision="bf16-mixed" if device.type == "cuda" else "32-true", logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, deterministic=False, callbacks=[clock],
+        accelerator=device.type,
+        devices=1,
+        max_steps=warmup + steps * repeats,
+        precision="bf16-mixed" if device.type == "cuda" else "32-true",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        deterministic=False,
+        callbacks=[clock],
         log_every_n_steps=50,
-    )  # fmt: skip
+    )
     trainer.fit(system, train_dataloaders=loader)
     ends = clock.ends[warmup - 1 :: steps]  # window boundaries (warmup ≥ 1)
     rates = [batch * steps / (b - a) for a, b in zip(ends, ends[1:], strict=False)]

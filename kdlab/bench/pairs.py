@@ -34,8 +34,10 @@ import torch
 
 from kdlab.bench import steps as S
 
-PAIRS = {"resnet56-resnet20": ("resnet56", "resnet20"),
-         "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4")}  # fmt: skip
+PAIRS = {
+    "resnet56-resnet20": ("resnet56", "resnet20"),
+    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4"),
+}
 METHODS = ("baseline", "logit_viewcache", "dkd", "crd", "reviewkd")
 RECENT = ("sdd", "mlkd", "fcfd")  # methods since 2022: SD-DKD, MLKD (strong views), FCFD
 COMPILED = ("baseline", "logit_viewcache", "dkd")  # their student's whole forward is compiled
@@ -71,25 +73,41 @@ def _row(name: str, work: Callable[[], dict], device: torch.device, **info) -> d
 
 
 def step_row(
-    pair: str, method: str, precision: str, mode: str, device: torch.device,
-    images: torch.Tensor, labels: torch.Tensor, batch: int, timing: tuple[int, int, int],
+    pair: str,
+    method: str,
+    precision: str,
+    mode: str,
+    device: torch.device,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch: int,
+    timing: tuple[int, int, int],
     deterministic: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """images/s of full training steps of ``method`` on ``pair`` (``pair/…`` row; the caller
     has switched deterministic algorithms on when ``deterministic`` says so)."""
     t_arch, s_arch = PAIRS[pair]
-    info = {"kind": "pair", "pair": pair, "method": method, "precision": precision, "mode": mode,
-            "batch": batch, "deterministic": deterministic}  # fmt: skip
+    info = {
+        "kind": "pair",
+        "pair": pair,
+        "method": method,
+        "precision": precision,
+        "mode": mode,
+        "batch": batch,
+        "deterministic": deterministic,
+    }
 
     def work() -> dict:
-        system = S.build_pair_system(method, t_arch, s_arch, len(images), mode == "compiled",
-                                     device)  # fmt: skip
+        system = S.build_pair_system(
+            method, t_arch, s_arch, len(images), mode == "compiled", device
+        )
         opt = S.prepare(system, device, compile=mode == "compiled")
         amp = PRECISIONS[precision] is not None
         step = S.make_step(system, opt, device, amp)
         strong = bool(getattr(system.criterion, "needs_strong_view", False))
-        it = S.endless(S.make_loader("device", images, labels, batch, device, 0,
-                                     strong_view=strong))  # fmt: skip
+        it = S.endless(
+            S.make_loader("device", images, labels, batch, device, 0, strong_view=strong)
+        )
         res = S.time_it(lambda: step(next(it)), batch, device, *timing)
         return res | {"prepared": system.memory_formats() | {"compile": mode == "compiled"}}
 
@@ -98,16 +116,27 @@ def step_row(
 
 
 def teacher_row(
-    arch: str, path: str, precision: str, compiled: bool, device: torch.device, batch: int,
+    arch: str,
+    path: str,
+    precision: str,
+    compiled: bool,
+    device: torch.device,
+    batch: int,
     timing: tuple[int, int, int],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """images/s of the teacher's forward, plain or on kdlab's fast path (``teacher/…`` row)."""
     from kdlab.models.zoo import build
     from kdlab.teachers import FrozenTeacher
 
     mode = "compiled" if compiled else "eager"
-    info = {"kind": "teacher", "teacher": arch, "path": path, "precision": precision,
-            "mode": mode, "batch": batch}  # fmt: skip
+    info = {
+        "kind": "teacher",
+        "teacher": arch,
+        "path": path,
+        "precision": precision,
+        "mode": mode,
+        "batch": batch,
+    }
     dtype = PRECISIONS[precision]
 
     def work() -> dict:
@@ -139,12 +168,18 @@ def teacher_row(
 
 
 def pair_rows(
-    pairs: Sequence[str], methods: Sequence[str], precisions: Sequence[str],
-    modes: Sequence[str], device: torch.device, batch: int = BATCH,
-    timing: tuple[int, int, int] = (5, 20, 5), n_train: int = 20_000,
-    teacher_batches: Sequence[int] = (64, 512), on_row: Callable[[list], None] | None = None,
+    pairs: Sequence[str],
+    methods: Sequence[str],
+    precisions: Sequence[str],
+    modes: Sequence[str],
+    device: torch.device,
+    batch: int = BATCH,
+    timing: tuple[int, int, int] = (5, 20, 5),
+    n_train: int = 20_000,
+    teacher_batches: Sequence[int] = (64, 512),
+    on_row: Callable[[list], None] | None = None,
     deterministic: bool = False,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """Every ``pair/…`` row, then the ``teacher/…`` rows, for each precision and mode."""
     g = torch.Generator().manual_seed(0)
     n = max(n_train, batch * 4)
@@ -163,14 +198,29 @@ def pair_rows(
                 for method in methods:
                     if mode == "compiled" and method not in COMPILED:
                         continue
-                    add(step_row(pair, method, precision, mode, device, images, labels, batch,
-                                 timing, deterministic))  # fmt: skip
+                    add(
+                        step_row(
+                            pair,
+                            method,
+                            precision,
+                            mode,
+                            device,
+                            images,
+                            labels,
+                            batch,
+                            timing,
+                            deterministic,
+                        )
+                    )
             teachers = dict.fromkeys(PAIRS[p][0] for p in pairs)
             for arch in teachers:
                 for tb in teacher_batches:
                     for path in ("plain", "fast"):
-                        add(teacher_row(arch, path, precision, mode == "compiled", device, tb,
-                                        timing))  # fmt: skip
+                        add(
+                            teacher_row(
+                                arch, path, precision, mode == "compiled", device, tb, timing
+                            )
+                        )
     return rows
 
 
@@ -187,20 +237,26 @@ def pairs_main(a) -> dict[str, Any]:
 
     if a.deterministic:
         use_deterministic_algorithms()
-    device = torch.device(a.device if a.device != "auto" else
-                          ("cuda" if torch.cuda.is_available() else "cpu"))  # fmt: skip
+    device = torch.device(
+        a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     pairs = list(PAIRS) if a.pairs == "all" else a.pairs.split(",")
     unknown = [p for p in pairs if p not in PAIRS]
     if unknown:
         raise SystemExit(f"unknown pair(s) {unknown}; choose from {sorted(PAIRS)} or 'all'")
     settings = {
-        "pairs": pairs, "methods": a.methods.split(","), "precisions": a.precisions.split(","),
-        "modes": a.modes.split(","), "batch": a.batch_size,
+        "pairs": pairs,
+        "methods": a.methods.split(","),
+        "precisions": a.precisions.split(","),
+        "modes": a.modes.split(","),
+        "batch": a.batch_size,
         "timing": {"warmup": a.warmup, "steps": a.steps, "repeats": a.repeats},
-        "n_train": a.n_train, "teacher_batches": [int(b) for b in a.teacher_batches.split(",") if b],
-        "device": str(device), "deterministic": bool(a.deterministic),
+        "n_train": a.n_train,
+        "teacher_batches": [int(b) for b in a.teacher_batches.split(",") if b],
+        "device": str(device),
+        "deterministic": bool(a.deterministic),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
-    }  # fmt: skip
+    }
     print(f"kdlab.bench --pairs: {settings}", flush=True)
     report: dict[str, Any] = {"hardware": hardware(), "settings": settings, "rows": []}
     out = Path(a.out)
@@ -210,8 +266,18 @@ def pairs_main(a) -> dict[str, Any]:
         out.write_text(json.dumps(report, indent=2, default=str))
 
     save([])
-    pair_rows(pairs, settings["methods"], settings["precisions"], settings["modes"], device,
-              a.batch_size, (a.warmup, a.steps, a.repeats), a.n_train,
-              settings["teacher_batches"], on_row=save, deterministic=a.deterministic)  # fmt: skip
+    pair_rows(
+        pairs,
+        settings["methods"],
+        settings["precisions"],
+        settings["modes"],
+        device,
+        a.batch_size,
+        (a.warmup, a.steps, a.repeats),
+        a.n_train,
+        settings["teacher_batches"],
+        on_row=save,
+        deterministic=a.deterministic,
+    )
     print(f"wrote {out}")
     return report

@@ -93,9 +93,13 @@ def build_zoo_system(method: str, size: str, n_train: int) -> nn.Module:
 
 
 def build_pair_system(
-    method: str, teacher_arch: str, student_arch: str, n_train: int, compile: bool = False,
+    method: str,
+    teacher_arch: str,
+    student_arch: str,
+    n_train: int,
+    compile: bool = False,
     device: torch.device | str = "cpu",
-) -> nn.Module:  # fmt: skip
+) -> nn.Module:
     """A benchmark pair (100 classes) distilled with ``conf/distill/<method>.yaml`` as
     published (CRD's memory bank sized for ``n_train`` images, at most its 16,384 negatives;
     a modifier around ``conf/distill_base/<ZOO_BASES[method]>.yaml``); ``baseline`` is the
@@ -127,22 +131,42 @@ def build_pair_system(
 
 
 def make_loader(
-    pipeline: str, images: torch.Tensor, labels: torch.Tensor, batch: int, device, workers: int,
+    pipeline: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch: int,
+    device,
+    workers: int,
     strong_view: bool = False,
-):  # fmt: skip
+):
     """The training loader of ``pipeline`` over uint8 N×32×32×3 ``images`` (augmenting; with
     ``strong_view`` each batch also carries a strong view, as for MLKD)."""
     if pipeline == "device":
         return DeviceLoader(
-            images, labels, batch, MEAN, STD, augment=True, shuffle=True, seed=0,
-            drop_last=True, device=device, strong_view=strong_view,
-        )  # fmt: skip
+            images,
+            labels,
+            batch,
+            MEAN,
+            STD,
+            augment=True,
+            shuffle=True,
+            seed=0,
+            drop_last=True,
+            device=device,
+            strong_view=strong_view,
+        )
     strong = build_strong_transform(MEAN, STD) if strong_view else None
     ds = ArrayDataset(images.numpy(), labels.numpy(), build_transform(MEAN, STD, True), strong)
     return DataLoader(
-        ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0, collate_fn=collate,
-    )  # fmt: skip
+        ds,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        collate_fn=collate,
+    )
 
 
 def endless(loader) -> Iterator:

@@ -35,13 +35,20 @@ class Batch:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
 
-        return Batch(move(self.x), move(self.y), move(self.index), move(self.view),
-                     move(self.x_strong))  # fmt: skip
+        return Batch(
+            move(self.x), move(self.y), move(self.index), move(self.view), move(self.x_strong)
+        )
 
     def replace(self, **fields: Tensor | None) -> Batch:
         """A copy with some fields changed (e.g. MixUp's images and soft targets)."""
-        values = {"x": self.x, "y": self.y, "index": self.index, "view": self.view,
-                  "x_strong": self.x_strong, **fields}  # fmt: skip
+        values = {
+            "x": self.x,
+            "y": self.y,
+            "index": self.index,
+            "view": self.view,
+            "x_strong": self.x_strong,
+            **fields,
+        }
         return Batch(**values)
 
     def __len__(self) -> int:
@@ -54,5 +61,6 @@ def collate(samples: list[tuple]) -> Batch:
     fields = list(zip(*samples, strict=True))
     xs, ys, rows = fields[:3]
     strong = torch.stack(fields[3]) if len(fields) > 3 else None
-    return Batch(torch.stack(xs), torch.stack(ys), torch.as_tensor(rows, dtype=torch.int64),
-                 x_strong=strong)  # fmt: skip
+    return Batch(
+        torch.stack(xs), torch.stack(ys), torch.as_tensor(rows, dtype=torch.int64), x_strong=strong
+    )

@@ -22,8 +22,17 @@ from kdlab.data.readers.base import VERIFY, DataError, check_full_copy
 log = logging.getLogger(__name__)
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 CIFAR100_CLASSES = tuple(
     """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
     butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab
@@ -88,7 +97,6 @@ def missing_files(root: str | Path, layout: Layout) -> list[Path]:
     folder = Path(root) / layout.base_folder
     names = layout.train_files + layout.test_files + (layout.meta_file,)
     return [folder / n for n in names if not (folder / n).is_file()]
-
 
 
 def _unpickle(path: Path) -> dict:

@@ -272,10 +272,16 @@ class ImageDataModule(L.LightningDataModule):
         count = x.shape[0] * x.shape[1] * x.shape[2]
         mean = sums / count
         std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
-        self._stats = (tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std))
+        self._stats = (
+            tuple(round(float(v), 4) for v in mean),
+            tuple(round(float(v), 4) for v in std),
+        )
         log.info(
             "%s: normalisation measured on its %d training images: mean %s, std %s",
-            self.name, len(x), self._stats[0], self._stats[1],
+            self.name,
+            len(x),
+            self._stats[0],
+            self._stats[1],
         )
 
     @property
@@ -291,8 +297,15 @@ class ImageDataModule(L.LightningDataModule):
             self.setup("fit")
         images, labels = self.splits["train"]
         return TrainSplit(
-            self.name, images, labels, self.train_indices, self.mean, self.std,
-            self.augmentation, self.pipeline, self.mixup_alpha,
+            self.name,
+            images,
+            labels,
+            self.train_indices,
+            self.mean,
+            self.std,
+            self.augmentation,
+            self.pipeline,
+            self.mixup_alpha,
         )
 
     # -- files -----------------------------------------------------------------------------
@@ -326,8 +339,12 @@ class ImageDataModule(L.LightningDataModule):
                 f"could not download {self.name} ({type(err).__name__}: {reason}). Without "
                 f"internet, copy its files ({where}) into {self.root} from a machine that has "
                 f"them, or set data.root=PATH to a folder that already holds them"
-                + (" (e.g. data.root=../shared/data for the CIFAR-10 subset beside this "
-                   "repository)" if self.name == "cifar10" else "")
+                + (
+                    " (e.g. data.root=../shared/data for the CIFAR-10 subset beside this "
+                    "repository)"
+                    if self.name == "cifar10"
+                    else ""
+                )
             ) from err
 
     def _read(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -378,7 +395,11 @@ class ImageDataModule(L.LightningDataModule):
         subset = f" (class-balanced subset of {available})" if self.train_size else ""
         log.info(
             "%s: %d train%s / %d val (split seed %d) / %d test images",
-            self.name, len(train_idx), subset, len(val_idx), self.split_seed,
+            self.name,
+            len(train_idx),
+            subset,
+            len(val_idx),
+            self.split_seed,
             len(self.splits["test"][1]),
         )
 
@@ -438,17 +459,34 @@ class ImageDataModule(L.LightningDataModule):
 
             rank, world = self._rank_world()
             return DeviceLoader(
-                images, labels, bs, self.mean, self.std, augment=augment, shuffle=train,
-                seed=self.seed, drop_last=False, device=self._device(), rank=rank,
-                world_size=world, num_classes=self.num_classes, padding=pad,
-                strong_view=strong, flip=flip,
+                images,
+                labels,
+                bs,
+                self.mean,
+                self.std,
+                augment=augment,
+                shuffle=train,
+                seed=self.seed,
+                drop_last=False,
+                device=self._device(),
+                rank=rank,
+                world_size=world,
+                num_classes=self.num_classes,
+                padding=pad,
+                strong_view=strong,
+                flip=flip,
             )
         transform = build_transform(self.mean, self.std, augment, pad, flip, size)
         strong_tf = build_strong_transform(self.mean, self.std, pad, flip, size) if strong else None
         return DataLoader(
-            ArrayDataset(images, labels, transform, strong_tf), batch_size=bs, shuffle=train,
-            num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
-            persistent_workers=False, drop_last=False, collate_fn=collate,
+            ArrayDataset(images, labels, transform, strong_tf),
+            batch_size=bs,
+            shuffle=train,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+            drop_last=False,
+            collate_fn=collate,
             worker_init_fn=functools.partial(quiet_worker, rank=self._rank_world()[0]),
         )
 

@@ -78,12 +78,14 @@ class StrongViews:
     cut: Tensor  # float [n, 3] in [0, 1): Cutout side, centre row, centre column
 
     def to(self, device: torch.device | str) -> StrongViews:
-        return StrongViews(*(t.to(device) for t in (self.dy, self.dx, self.flip, self.ops,
-                                                     self.level, self.cut)))  # fmt: skip
+        return StrongViews(
+            *(t.to(device) for t in (self.dy, self.dx, self.flip, self.ops, self.level, self.cut))
+        )
 
     def select(self, rows: slice | Tensor) -> StrongViews:
-        return StrongViews(*(t[rows] for t in (self.dy, self.dx, self.flip, self.ops,
-                                                self.level, self.cut)))  # fmt: skip
+        return StrongViews(
+            *(t[rows] for t in (self.dy, self.dx, self.flip, self.ops, self.level, self.cut))
+        )
 
 
 def sample_strong(
@@ -232,6 +234,10 @@ def cutout(x: Tensor, cut: Tensor) -> Tensor:
     y1, x1 = (y0 + side).clamp(max=h), (x0 + side).clamp(max=w)
     rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
     cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
-    inside = ((rows >= y0.view(-1, 1, 1)) & (rows < y1.view(-1, 1, 1))
-              & (cols >= x0.view(-1, 1, 1)) & (cols < x1.view(-1, 1, 1)))  # fmt: skip
+    inside = (
+        (rows >= y0.view(-1, 1, 1))
+        & (rows < y1.view(-1, 1, 1))
+        & (cols >= x0.view(-1, 1, 1))
+        & (cols < x1.view(-1, 1, 1))
+    )
     return torch.where(inside[:, None], torch.full_like(x, CUTOUT_FILL), x)

@@ -76,8 +76,10 @@ class CATKD(KDLoss):
         for role, net in (("student", student), ("teacher", teacher)):
             stage = getattr(net, "map_stage", None)
             if stage is None or not callable(getattr(net, "classifier_head", None)):
-                raise ValueError(f"{STAGE_HINT}; the {role} {type(net).__name__} "
-                                 f"'{getattr(net, 'arch', '?')}' has none")  # fmt: skip
+                raise ValueError(
+                    f"{STAGE_HINT}; the {role} {type(net).__name__} "
+                    f"'{getattr(net, 'arch', '?')}' has none"
+                )
             names.append(stage)
             setattr(self, f"{role}_preact", bool(getattr(net, "map_preact", False)))
         self.stage_pairs = ((names[0], names[1]),)

@@ -165,8 +165,12 @@ class CTKD(KDLoss):
             rows = self.base.sample_rows(s_logits, t_logits, targets, tau)
         parts = {k: v.mean().detach() for k, v in rows.items() if k != "loss"}
         lam = torch.tensor(self.lam, device=s_logits.device)
-        return {"loss": rows["loss"].mean(), "temperature": tau.detach().mean(), "lambda": lam,
-                **parts}  # fmt: skip
+        return {
+            "loss": rows["loss"].mean(),
+            "temperature": tau.detach().mean(),
+            "lambda": lam,
+            **parts,
+        }
 
     def extra_repr(self) -> str:
         return (

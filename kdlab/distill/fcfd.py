@@ -135,16 +135,20 @@ class FCFD(KDLoss):
                     f"{list(getattr(net, 'stage_names', ()))}"
                 )
         if not callable(getattr(teacher, "forward_from", None)):
-            raise ValueError("FCFD needs a single teacher that can continue from a stage "
-                             "(forward_from); an ensemble cannot")  # fmt: skip
+            raise ValueError(
+                "FCFD needs a single teacher that can continue from a stage "
+                "(forward_from); an ensemble cannot"
+            )
         self.stage_pairs = tuple((s, s) for s in self.stages)
         shapes = probe_shapes(student, teacher, self.stage_pairs)
         require_maps(shapes, self.stage_pairs, "FCFD")
         act = bool(getattr(teacher, "activated_stages", True))
         self.bridges = nn.ModuleDict(
-            {pair_name(s, s): bridge(ss[0], ts[0], ss[1], ts[1], act)
-             for s, (ss, ts) in zip(self.stages, shapes, strict=True)}
-        )  # fmt: skip
+            {
+                pair_name(s, s): bridge(ss[0], ts[0], ss[1], ts[1], act)
+                for s, (ss, ts) in zip(self.stages, shapes, strict=True)
+            }
+        )
 
     def forward(
         self,
@@ -157,8 +161,10 @@ class FCFD(KDLoss):
         networks: Networks | None = None,
     ) -> dict[str, Tensor]:
         if networks is None or t_logits is None or s_feats is None or t_feats is None:
-            raise ValueError("FCFD needs the teacher's logits, both networks' stage outputs "
-                             "and the networks themselves")  # fmt: skip
+            raise ValueError(
+                "FCFD needs the teacher's logits, both networks' stage outputs "
+                "and the networks themselves"
+            )
         if not len(self.bridges):
             raise RuntimeError("FCFD: call bind(student, teacher) before computing the loss")
         T, zt = self.temperature, t_logits.detach().float()
@@ -180,5 +186,9 @@ class FCFD(KDLoss):
             own = kd(s_logits.float(), zt, T)
             w = warmup_factor(self.epoch, self.warmup)
             total = self.kd_weight * own + self.path_weight * path + self.l2_weight * w * l2
-        return {"loss": total, "kd_student": own.detach(), "paths": path.detach(),
-                "appearance": l2.detach()}  # fmt: skip
+        return {
+            "loss": total,
+            "kd_student": own.detach(),
+            "paths": path.detach(),
+            "appearance": l2.detach(),
+        }

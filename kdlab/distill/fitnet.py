@@ -78,10 +78,12 @@ class FitNet(StagePairLoss):
         pairs = self.stage_pairs
         if hint is not None:
             hint = check_int(
-                "hint", hint, 0,
+                "hint",
+                hint,
+                0,
                 "hint is the 0-based index of the hint pair among the stages (1 = the second "
                 "intermediate map, the published hint layer), or null for all stages",
-            )  # fmt: skip
+            )
         self.hint = hint
         self.stage_pairs = self._pick(pairs) if pairs else ()
         self.regressors = nn.ModuleDict()
@@ -102,9 +104,11 @@ class FitNet(StagePairLoss):
         shapes = probe_shapes(student, teacher, self.stage_pairs)
         require_maps(shapes, self.stage_pairs, "FitNet")
         self.regressors = nn.ModuleDict(
-            {pair_name(s, t): HintRegressor(ss, ts)
-             for (s, t), (ss, ts) in zip(self.stage_pairs, shapes, strict=True)}
-        )  # fmt: skip
+            {
+                pair_name(s, t): HintRegressor(ss, ts)
+                for (s, t), (ss, ts) in zip(self.stage_pairs, shapes, strict=True)
+            }
+        )
 
     def bound(self) -> bool:
         return bool(self.regressors)

@@ -120,9 +120,11 @@ class FactorTransfer(StagePairLoss):
             "q", q, "FT's distance exponent must be a finite number > 0 (1 = L1); pass e.g. q=1"
         )
         self.init_epochs = check_int(
-            "init_epochs", init_epochs, 0,
+            "init_epochs",
+            init_epochs,
+            0,
             "the paraphraser's training epochs must be an integer >= 0; pass e.g. init_epochs=30",
-        )  # fmt: skip
+        )
         self.rec_weight = validate_weight("rec_weight", rec_weight)
         self.paraphrasers = nn.ModuleDict()
         self.translators = nn.ModuleDict()

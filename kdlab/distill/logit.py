@@ -96,8 +96,12 @@ class LogitKD(LogitLoss):
             kd = kd_rows(zs, zt, t)
             if targets.is_floating_point():
                 targets = targets.float()
-            ce = F.cross_entropy(s_logits.float(), targets.to(s_logits.device),
-                                 reduction="none", label_smoothing=self.label_smoothing)  # fmt: skip
+            ce = F.cross_entropy(
+                s_logits.float(),
+                targets.to(s_logits.device),
+                reduction="none",
+                label_smoothing=self.label_smoothing,
+            )
             return {"loss": mix(self.alpha, kd, ce), "ce": ce.detach(), "kd": kd.detach()}
 
     def forward(

@@ -140,6 +140,4 @@ class LogitLoss(KDLoss):
         return {"loss": out.pop("loss"), **{k: v.detach() for k, v in out.items()}}
 
 
-__all__ = [
-    "LogitLoss", "check_bool", "check_pair", "hard_classes", "split_temperature", "zscore"
-]  # fmt: skip
+__all__ = ["LogitLoss", "check_bool", "check_pair", "hard_classes", "split_temperature", "zscore"]

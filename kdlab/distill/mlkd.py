@@ -132,5 +132,10 @@ class MLKD(KDLoss):
                 bat = bat + f_b * batch_gram_loss(sw, tw, t)
             ce_strong = cross_entropy(ss, targets)
             total = self.kd_weight * (inst + cls + bat) + self.strong_ce * ce_strong
-        return {"loss": total, "instance": inst.detach(), "class": cls.detach(),
-                "batch": bat.detach(), "ce_strong": ce_strong.detach()}  # fmt: skip
+        return {
+            "loss": total,
+            "instance": inst.detach(),
+            "class": cls.detach(),
+            "batch": bat.detach(),
+            "ce_strong": ce_strong.detach(),
+        }

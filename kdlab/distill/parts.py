@@ -55,8 +55,11 @@ def select_stages(
     s_names, t_names = tuple(student.stage_names), tuple(teacher.stage_names)
     if isinstance(stages, str) and stages in ROLES:
         if stages == "pool":
-            missing = [r for r, names in (("student", s_names), ("teacher", t_names))
-                       if "pool" not in names]  # fmt: skip
+            missing = [
+                r
+                for r, names in (("student", s_names), ("teacher", t_names))
+                if "pool" not in names
+            ]
             if missing:
                 raise ValueError(
                     f"{method} needs the pooled feature vector ('pool' stage) of the "
@@ -78,8 +81,10 @@ def select_stages(
             )
         return tuple(zip(s_body, t_body, strict=True))
     pairs = parse_stage_pairs(stages)
-    for model, names, role in ((student, [s for s, _ in pairs], "student"),
-                               (teacher, [t for _, t in pairs], "teacher")):  # fmt: skip
+    for model, names, role in (
+        (student, [s for s, _ in pairs], "student"),
+        (teacher, [t for _, t in pairs], "teacher"),
+    ):
         try:
             check_stages(model, names)
         except ValueError as err:
@@ -161,8 +166,11 @@ def probe_shapes(
 
 def require_maps(shapes: list, pairs: Pairs, method: str) -> None:
     """Raise unless every paired stage output is a (C, H, W) feature map."""
-    bad = {f"{s}:{t}": (ss, ts) for (s, t), (ss, ts) in zip(pairs, shapes, strict=True)
-           if len(ss) != 3 or len(ts) != 3}  # fmt: skip
+    bad = {
+        f"{s}:{t}": (ss, ts)
+        for (s, t), (ss, ts) in zip(pairs, shapes, strict=True)
+        if len(ss) != 3 or len(ts) != 3
+    }
     if bad:
         raise ValueError(
             f"{method} needs (C, H, W) feature maps, but the stage pair(s) {bad} are not maps; "
@@ -270,8 +278,10 @@ class StagePairLoss(KDLoss):
             )
         feats = paired_features(s_feats, t_feats, self.stage_pairs, self.method)
         with torch.autocast(feats[0][0].device.type, enabled=False):
-            return {pair_name(s, t): self.pair_loss(pair_name(s, t), fs, ft)
-                    for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True)}  # fmt: skip
+            return {
+                pair_name(s, t): self.pair_loss(pair_name(s, t), fs, ft)
+                for (s, t), (fs, ft) in zip(self.stage_pairs, feats, strict=True)
+            }
 
     def forward(
         self,

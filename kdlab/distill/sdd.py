@@ -155,8 +155,12 @@ class SDD(KDLoss):
             loss = (w * rows["loss"]).sum() / w.numel()
         parts = {k: v.mean().detach() for k, v in rows.items() if k != "loss"}
         b = s_logits.shape[0]
-        return {"loss": loss, "global": rows["loss"][:b].mean().detach(),
-                "complementary_frac": (w != 1.0).float().mean(), **parts}  # fmt: skip
+        return {
+            "loss": loss,
+            "global": rows["loss"][:b].mean().detach(),
+            "complementary_frac": (w != 1.0).float().mean(),
+            **parts,
+        }
 
     def extra_repr(self) -> str:
         return f"scales={self.scales}, complementary={self.complementary}"

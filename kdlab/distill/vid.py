@@ -74,9 +74,10 @@ class VID(StagePairLoss):
             "eps", eps, "VID's variance floor must be a finite number > 0; pass e.g. eps=1e-5"
         )
         self.init_pred_var = check_positive(
-            "init_pred_var", init_pred_var,
+            "init_pred_var",
+            init_pred_var,
             "VID's initial variance must be a finite number > 0; pass e.g. init_pred_var=5",
-        )  # fmt: skip
+        )
         if self.init_pred_var <= self.eps:
             raise ValueError(
                 f"init_pred_var={init_pred_var!r} must be larger than eps={eps!r} (the variance "

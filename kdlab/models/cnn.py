@@ -38,7 +38,9 @@ class SmallCNN(StagedModel):
     ) -> None:
         super().__init__()
         if image_size % 4:
-            raise ValueError(f"the small CNN pools twice by 2: image_size must be a multiple of 4, got {image_size}")
+            raise ValueError(
+                f"the small CNN pools twice by 2: image_size must be a multiple of 4, got {image_size}"
+            )
         if len(channels) != 2 or min(channels) < 1 or hidden < 1 or not 0 <= dropout < 1:
             raise ValueError(
                 f"the small CNN needs 2 positive conv widths, hidden >= 1 and dropout in [0, 1); "
@@ -77,4 +79,6 @@ def small_cnn(
     """The notebook's student for ``num_classes`` (CIFAR-10: 16/32 channels, 256 hidden;
     CIFAR-100: 32/64, 512); other class counts use the CIFAR-10 widths."""
     widths, units = NOTEBOOK.get(num_classes, NOTEBOOK[10])
-    return SmallCNN(num_classes, tuple(channels or widths), hidden or units, dropout, arch, image_size)
+    return SmallCNN(
+        num_classes, tuple(channels or widths), hidden or units, dropout, arch, image_size
+    )

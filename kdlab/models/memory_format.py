@@ -56,9 +56,13 @@ def _seconds(net: nn.Module, x: torch.Tensor, backward: bool, repeats: int) -> f
 
 
 def choose_channels_last(
-    value: bool | str, net: nn.Module, device: torch.device | str, train: bool = True,
-    batch: int = 16, repeats: int = 3,
-) -> bool:  # fmt: skip
+    value: bool | str,
+    net: nn.Module,
+    device: torch.device | str,
+    train: bool = True,
+    batch: int = 16,
+    repeats: int = 3,
+) -> bool:
     """``true``/``false`` as given; ``auto``: the faster format of ``net`` on ``device``.
 
     A trained network (``train=True``) is measured forward + backward on a copy (training-mode
@@ -72,9 +76,12 @@ def choose_channels_last(
     key = _key(net, device, size, train)
     remembered = _remembered().get(key)
     if isinstance(remembered, bool):
-        log.info("channels_last=auto for %s: %s (measured earlier on this machine, %s)",
-                 getattr(net, "arch", type(net).__name__),
-                 "channels_last" if remembered else "NCHW", _cache_file())  # fmt: skip
+        log.info(
+            "channels_last=auto for %s: %s (measured earlier on this machine, %s)",
+            getattr(net, "arch", type(net).__name__),
+            "channels_last" if remembered else "NCHW",
+            _cache_file(),
+        )
         return remembered
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -95,9 +102,14 @@ def choose_channels_last(
         return resolve_channels_last("auto", device.type)
     chosen = nhwc < MARGIN * nchw
     _remember(key, chosen)
-    log.info("channels_last=auto on %s for %s: NCHW %.1f ms, NHWC %.1f ms → %s", device.type,
-             getattr(net, "arch", type(net).__name__), 1e3 * nchw / repeats,
-             1e3 * nhwc / repeats, "channels_last" if chosen else "NCHW")  # fmt: skip
+    log.info(
+        "channels_last=auto on %s for %s: NCHW %.1f ms, NHWC %.1f ms → %s",
+        device.type,
+        getattr(net, "arch", type(net).__name__),
+        1e3 * nchw / repeats,
+        1e3 * nhwc / repeats,
+        "channels_last" if chosen else "NCHW",
+    )
     return chosen
 
 
@@ -122,8 +134,10 @@ def _device_name(device: torch.device) -> str:
 def _key(net: nn.Module, device: torch.device, size: int, train: bool) -> str:
     params = sum(p.numel() for p in net.parameters())
     arch = getattr(net, "arch", type(net).__name__)
-    return (f"{_device_name(device)}|threads{torch.get_num_threads()}|torch{torch.__version__}|"
-            f"{arch}|{params}|{size}px|{'train' if train else 'infer'}")  # fmt: skip
+    return (
+        f"{_device_name(device)}|threads{torch.get_num_threads()}|torch{torch.__version__}|"
+        f"{arch}|{params}|{size}px|{'train' if train else 'infer'}"
+    )
 
 
 def _remembered() -> dict[str, bool]:

@@ -1,6 +1,6 @@
 """ResNet-18/34/50/101/152 for 32×32 CIFAR images, built on torchvision's ResNet.
 
-The capacity-gap study (the capacity-gap study) uses the "CIFAR stem": a 3×3 stride-1 first convolution and
+The capacity-gap study uses the "CIFAR stem": a 3×3 stride-1 first convolution and
 no max-pool, so that the 32×32 input keeps its resolution into ``layer1``. ``stem="imagenet"``
 keeps torchvision's 7×7 stride-2 convolution and max-pool for the stem ablation. Parameter
 names equal torchvision's, so torchvision state dicts (minus ``conv1``/``fc``) load directly.
@@ -86,9 +86,13 @@ def resnet50(num_classes: int = 10, stem: Stem = "cifar", image_size: int = 32) 
 
 def resnet101(num_classes: int = 10, stem: Stem = "cifar", image_size: int = 32) -> CifarResNet:
     """ResNet-101."""
-    return at_size(CifarResNet(Bottleneck, [3, 4, 23, 3], num_classes, stem, arch="r101"), image_size)
+    return at_size(
+        CifarResNet(Bottleneck, [3, 4, 23, 3], num_classes, stem, arch="r101"), image_size
+    )
 
 
 def resnet152(num_classes: int = 10, stem: Stem = "cifar", image_size: int = 32) -> CifarResNet:
     """ResNet-152."""
-    return at_size(CifarResNet(Bottleneck, [3, 8, 36, 3], num_classes, stem, arch="r152"), image_size)
+    return at_size(
+        CifarResNet(Bottleneck, [3, 8, 36, 3], num_classes, stem, arch="r152"), image_size
+    )

@@ -1,6 +1,6 @@
 """timm models and other-resolution networks behind kdlab's ``StagedModel`` interface.
 
-The cross-architecture study (the cross-architecture study) distils between ViTs, MobileViT and ResNets at
+The cross-architecture study distils between ViTs, MobileViT and ResNets at
 224×224, and the notebook's teacher (the introductory notebook) was trained on upsampled 224×224 images, while
 every kdlab pipeline delivers 32×32 CIFAR batches. ``InputResize`` upsamples a batch on its own
 device (bilinear, no parameters), so the data pipeline, MixUp and the teacher-logit cache stay

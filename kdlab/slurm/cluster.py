@@ -67,8 +67,10 @@ def task_states(tasks: list[str]) -> dict[str, str] | None:
     try:
         proc = subprocess.run(
             ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(jobs)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if proc.returncode != 0:

@@ -133,8 +133,10 @@ class SlurmSignals(HydraCallback):
         if not self.held:
             return
         for signum, _ in WATCH.take(self.held):
-            log.warning("%s arrived after training: not requeued (the run was finishing)",
-                        signal.Signals(signum).name)  # fmt: skip
+            log.warning(
+                "%s arrived after training: not requeued (the run was finishing)",
+                signal.Signals(signum).name,
+            )
         WATCH.release(self.held)
         self.held = set()
 
@@ -197,10 +199,16 @@ class SlurmRequeue(L.Callback):
                     if self.expected_term == 1:
                         log.info("%s after our requeue (expected): stopping as requeued", name)
                 elif self.stop is None or self.stop[0] != "cancelled":
-                    self.stop = ("cancelled", f"{name} from SLURM: the job was cancelled "
-                                 "(scancel) or pre-empted")  # fmt: skip
-                    log.warning("%s in pid %d: stopping as cancelled (python -m kdlab.sweep DIR "
-                                "--resume continues it from its last epoch)", name, os.getpid())  # fmt: skip
+                    self.stop = (
+                        "cancelled",
+                        f"{name} from SLURM: the job was cancelled (scancel) or pre-empted",
+                    )
+                    log.warning(
+                        "%s in pid %d: stopping as cancelled (python -m kdlab.sweep DIR "
+                        "--resume continues it from its last epoch)",
+                        name,
+                        os.getpid(),
+                    )
             elif self.stop is not None:
                 log.info("%s ignored: the run is already stopping (%s)", name, self.stop[0])
             elif not training:
@@ -211,22 +219,40 @@ class SlurmRequeue(L.Callback):
     def _requeue(self, trainer: L.Trainer, name: str) -> None:
         task = task_id()
         if trainer.global_rank != 0:  # rank 0 requeues the job for every process
-            log.info("%s in pid %d (rank %d): rank 0 requeues SLURM task %s; stopping with it",
-                     name, os.getpid(), trainer.global_rank, task)  # fmt: skip
+            log.info(
+                "%s in pid %d (rank %d): rank 0 requeues SLURM task %s; stopping with it",
+                name,
+                os.getpid(),
+                trainer.global_rank,
+                task,
+            )
             self.stop = ("requeued", f"{name}: SLURM task {task} requeued by rank 0")
             return
-        log.warning("handling %s in pid %d (SLURM's pre-timeout signal or a pre-emption): "
-                    "requeueing SLURM task %s", name, os.getpid(), task)  # fmt: skip
+        log.warning(
+            "handling %s in pid %d (SLURM's pre-timeout signal or a pre-emption): "
+            "requeueing SLURM task %s",
+            name,
+            os.getpid(),
+            task,
+        )
         ok, said = requeue(task) if task else (False, "no SLURM job id in the environment")
         if ok:
             self.requeued = True
-            self.stop = ("requeued", f"{name}: SLURM task {task} requeued (scontrol requeue); "
-                         "it resumes from checkpoints/last.ckpt")  # fmt: skip
-            log.warning("requeued SLURM task %s: stopping now, the requeued task resumes from "
-                        "checkpoints/last.ckpt", task)  # fmt: skip
+            self.stop = (
+                "requeued",
+                f"{name}: SLURM task {task} requeued (scontrol requeue); "
+                "it resumes from checkpoints/last.ckpt",
+            )
+            log.warning(
+                "requeued SLURM task %s: stopping now, the requeued task resumes from "
+                "checkpoints/last.ckpt",
+                task,
+            )
         else:
-            self.stop = ("interrupted", f"{name}: scontrol requeue {task} failed ({said}); "
-                         "re-run the sweep to continue")  # fmt: skip
+            self.stop = (
+                "interrupted",
+                f"{name}: scontrol requeue {task} failed ({said}); re-run the sweep to continue",
+            )
             log.error("scontrol requeue %s failed: %s; stopping as interrupted", task, said)
 
     def _check(self, trainer: L.Trainer, training: bool = True) -> None:

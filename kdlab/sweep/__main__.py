@@ -24,8 +24,16 @@ def resume_command(sweep_dir: str | Path, extra: list[str] = ()) -> tuple[list[s
         for o in hydra_cfg.overrides.hydra
         if not o.startswith(("hydra.sweep.dir=", "hydra.mode="))
     ]
-    args = [sys.executable, "-m", "kdlab.train", "-m", *hydra_cfg.overrides.task,
-            *hydra_overrides, f"hydra.sweep.dir={Path(sweep_dir).resolve()}", *extra]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "kdlab.train",
+        "-m",
+        *hydra_cfg.overrides.task,
+        *hydra_overrides,
+        f"hydra.sweep.dir={Path(sweep_dir).resolve()}",
+        *extra,
+    ]
     return args, str(hydra_cfg.runtime.cwd)
 
 

@@ -46,7 +46,14 @@ def best_trial(jobs: list[dict[str, Any]], search: dict[str, Any]) -> dict[str, 
     best = pick(scored, key=lambda j: j[key])
     given = dict(o.split("=", 1) for o in best["overrides"] if "=" in o)
     settings = {p: given.get(p) for p in search["params"]}
-    return {"job": best["job"], "dir": best["dir"], "metric": search["metric"],
-            "value": best[key], "direction": search["direction"], "settings": settings,
-            "method_label": best.get("method_label"), "trials": len(jobs),
-            "scored": len(scored)}  # fmt: skip
+    return {
+        "job": best["job"],
+        "dir": best["dir"],
+        "metric": search["metric"],
+        "value": best[key],
+        "direction": search["direction"],
+        "settings": settings,
+        "method_label": best.get("method_label"),
+        "trials": len(jobs),
+        "scored": len(scored),
+    }

@@ -45,8 +45,9 @@ def check_sweep_config(config: DictConfig, sweep_dir: Path) -> None:
         return  # a grid over experiments changes every key: each job folder checks its own
     skip = tuple(k.lstrip("+~") for k in varied)
     old_task = {k: v for k, v in OmegaConf.to_container(old, resolve=False).items() if k != "hydra"}
-    new_task = {k: v for k, v in OmegaConf.to_container(config, resolve=False).items()
-                if k != "hydra"}  # fmt: skip
+    new_task = {
+        k: v for k, v in OmegaConf.to_container(config, resolve=False).items() if k != "hydra"
+    }
     diffs = differences(old_task, new_task, skip)
     if diffs:
         raise ConfigChanged(
@@ -86,6 +87,13 @@ def never_started(sweep_dir: Path, started: list[list[str]]) -> list[dict[str, A
         if sorted(overrides) in seen:
             seen.remove(sorted(overrides))
             continue
-        rows.append({"job": "-", "dir": None, "overrides": overrides, "status": "missing",
-                     "error": "never started (the sweep stopped before this job)"})  # fmt: skip
+        rows.append(
+            {
+                "job": "-",
+                "dir": None,
+                "overrides": overrides,
+                "status": "missing",
+                "error": "never started (the sweep stopped before this job)",
+            }
+        )
     return rows

@@ -132,8 +132,10 @@ def with_slurm_states(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row["status"] = "requeued"
         elif state is None and row["status"] in ("requeued", "running"):
             row["status"] = "interrupted"
-            row["error"] = (f"SLURM task {task} is no longer queued (cancelled while requeued, or "
-                            "killed); re-run the sweep to continue it")  # fmt: skip
+            row["error"] = (
+                f"SLURM task {task} is no longer queued (cancelled while requeued, or "
+                "killed); re-run the sweep to continue it"
+            )
     return rows
 
 
@@ -145,9 +147,16 @@ def running(job_dir: Path) -> bool:
 
 
 STATUSES = (
-    "finished", "failed", "missing", "running", "interrupted", "requeued", "cancelled", "superseded",
+    "finished",
+    "failed",
+    "missing",
+    "running",
+    "interrupted",
+    "requeued",
+    "cancelled",
+    "superseded",
     "diverged",
-)  # fmt: skip
+)
 INCOMPLETE = ("failed", "missing", "interrupted", "cancelled", "diverged")  # not done
 _OPEN = ("missing", "running", "requeued", "interrupted", "cancelled")  # SLURM may know more
 

@@ -18,9 +18,16 @@ from kdlab.results import method_identity, write_failure
 
 # The keys of results.json that identify a job (copied into the summary).
 ID_KEYS = (
-    "experiment", "method", "alpha", "temperature", "beta", "method_params", "method_label", "seed",
+    "experiment",
+    "method",
+    "alpha",
+    "temperature",
+    "beta",
+    "method_params",
+    "method_label",
+    "seed",
     "tags",
-)  # fmt: skip
+)
 
 __all__ = ["ID_KEYS", "method_identity", "record_failure"]
 

@@ -29,8 +29,10 @@ def best_line(best: dict[str, Any] | None) -> str:
     if best is None:
         return "best trial: none (no finished trial has the searched metric)"
     settings = " ".join(f"{k}={v}" for k, v in best["settings"].items())
-    return (f"best trial ({best['metric']} {best['value']:.2f}, {best['direction']}, of "
-            f"{best['scored']} scored): {best['job']} — {settings} → {best['dir']}")  # fmt: skip
+    return (
+        f"best trial ({best['metric']} {best['value']:.2f}, {best['direction']}, of "
+        f"{best['scored']} scored): {best['job']} — {settings} → {best['dir']}"
+    )
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -47,9 +49,17 @@ def print_summary(summary: dict[str, Any]) -> None:
         + ("overrides", "test acc", "error")
     ):
         table.add_column(col, overflow="fold")
-    colour = {"finished": "green", "failed": "red", "missing": "yellow", "running": "cyan",
-              "requeued": "cyan", "interrupted": "yellow", "cancelled": "yellow",
-              "superseded": "dim", "diverged": "red"}  # fmt: skip
+    colour = {
+        "finished": "green",
+        "failed": "red",
+        "missing": "yellow",
+        "running": "cyan",
+        "requeued": "cyan",
+        "interrupted": "yellow",
+        "cancelled": "yellow",
+        "superseded": "dim",
+        "diverged": "red",
+    }
     # Only the overrides that tell the jobs apart (α, T, seed…), not those every job shares.
     jobs = summary["jobs"]
     shared = set.intersection(*(set(j["overrides"]) for j in jobs)) if len(jobs) > 1 else set()
@@ -128,8 +138,11 @@ class SweepSummary(Callback):
 
     def _at_exit(self) -> None:
         if not self.done and self.sweep_dir is not None and self.sweep_dir.is_dir():
-            log.error("the sweep stopped early; jobs that are still running show as running "
-                      "or missing (later: python -m kdlab.sweep %s)", self.sweep_dir)  # fmt: skip
+            log.error(
+                "the sweep stopped early; jobs that are still running show as running "
+                "or missing (later: python -m kdlab.sweep %s)",
+                self.sweep_dir,
+            )
             print_summary(summarize(self.sweep_dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -152,15 +165,22 @@ class SweepSummary(Callback):
         """Summarise again every ``poll_s`` while SLURM still runs or queues a task of the sweep."""
 
         def queued(summary: dict[str, Any]) -> list[str]:
-            return [j["slurm"].split()[0] for j in summary["jobs"]
-                    if j.get("slurm") and j["status"] in ("requeued", "running")]  # fmt: skip
+            return [
+                j["slurm"].split()[0]
+                for j in summary["jobs"]
+                if j.get("slurm") and j["status"] in ("requeued", "running")
+            ]
 
         tasks = queued(summary)
         if not tasks:
             return summary
-        log.info("waiting for %d requeued or running SLURM task(s) of the sweep (%s); Ctrl-C "
-                 "stops waiting, python -m kdlab.sweep %s reports later", len(tasks),
-                 " ".join(tasks), sweep_dir)  # fmt: skip
+        log.info(
+            "waiting for %d requeued or running SLURM task(s) of the sweep (%s); Ctrl-C "
+            "stops waiting, python -m kdlab.sweep %s reports later",
+            len(tasks),
+            " ".join(tasks),
+            sweep_dir,
+        )
         try:
             while tasks:
                 time.sleep(self.poll_s)

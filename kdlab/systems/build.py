@@ -69,8 +69,14 @@ def build_system(
     cka = dict(cka or {})
     stages: Sequence[str] | None = cka.get("stages")
     return Distiller(
-        net, teacher, loss, clip_scope=training.get("clip_scope", "all"),
-        cka=bool(cka.get("enabled")), cka_stages=list(stages) if stages is not None else None,
-        cka_reduce=cka.get("reduce", "gap"), logit_cache=bool(caches["logits"]),
-        view_cache=bool(caches["views"]), **common,
+        net,
+        teacher,
+        loss,
+        clip_scope=training.get("clip_scope", "all"),
+        cka=bool(cka.get("enabled")),
+        cka_stages=list(stages) if stages is not None else None,
+        cka_reduce=cka.get("reduce", "gap"),
+        logit_cache=bool(caches["logits"]),
+        view_cache=bool(caches["views"]),
+        **common,
     )

@@ -160,8 +160,14 @@ class Classifier(L.LightningModule):
         if self.logging_step():
             for name, value in terms.items():
                 key = "train/loss" if name == "loss" else f"train/loss_{name}"
-                self.log(f"{key}_step", value, on_step=True, on_epoch=False, batch_size=len(y),
-                         prog_bar=name == "loss")  # fmt: skip
+                self.log(
+                    f"{key}_step",
+                    value,
+                    on_step=True,
+                    on_epoch=False,
+                    batch_size=len(y),
+                    prog_bar=name == "loss",
+                )
         return self.backward_loss(terms["loss"], task, self._split_optimizer())
 
     def _split_optimizer(self):
@@ -196,8 +202,14 @@ class Classifier(L.LightningModule):
         for name, mean in self.train_stats.means().items():
             key = "train/loss" if name == "loss" else f"train/loss_{name}"
             self.log(f"{key}_epoch", mean, on_step=False, on_epoch=True)
-        self.log("train/acc", self.train_stats.accuracy(), on_step=False, on_epoch=True,
-                 prog_bar=True, sync_dist=True)  # fmt: skip
+        self.log(
+            "train/acc",
+            self.train_stats.accuracy(),
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+        )
 
     def _grad_lists(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(everything trained, what clipping covers), built once: the set never changes

@@ -88,8 +88,13 @@ class Distiller(Classifier):
         if stage == "fit" and self.teacher.cache is None:
             from kdlab.teachers import cache
 
-            cache.attach(self.teacher, self.criterion, self.trainer.datamodule,
-                         device=self.trainer.strategy.root_device, **self.cache_modes)
+            cache.attach(
+                self.teacher,
+                self.criterion,
+                self.trainer.datamodule,
+                device=self.trainer.strategy.root_device,
+                **self.cache_modes,
+            )
 
     def describe(self) -> dict:
         tree = loss_tree(self.criterion)

@@ -175,8 +175,9 @@ def load_or_compute(
         # a derived file: never a reason to fail the run, and kept for a look
         aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(path, aside)
-        log.warning("%s %s cannot be used (%s): moved to %s, recomputing", what, path,
-                    problem, aside)  # fmt: skip
+        log.warning(
+            "%s %s cannot be used (%s): moved to %s, recomputing", what, path, problem, aside
+        )
     log.info("%s: computing %s logits → %s", what, "×".join(map(str, shape[:-1])), path)
     logits = compute()
     save_atomic({"logits": logits, **meta}, path)
@@ -213,21 +214,31 @@ def compute_logits(
     return torch.cat(out)
 
 
-def build_logit_cache(teacher, split: TrainSplit, device: torch.device | str = "cpu") -> TeacherCache:
+def build_logit_cache(
+    teacher, split: TrainSplit, device: torch.device | str = "cpu"
+) -> TeacherCache:
     """Load the un-augmented cache file for (teacher, data) or compute and store it."""
     check_cacheable(split)
     path = cache_path(teacher, split)
     shape = (len(split.labels), teacher.num_classes)
     meta = {"dataset": split.dataset, "teacher": _sha256s(teacher, "teacher_cache")}
-    table = load_or_compute(path, shape, lambda: compute_logits(teacher, split, device), meta,
-                            "teacher-logit cache")
+    table = load_or_compute(
+        path, shape, lambda: compute_logits(teacher, split, device), meta, "teacher-logit cache"
+    )
     return TeacherCache(table, path)
 
 
 @torch.inference_mode()
 def compute_view_logits(
-    teacher: nn.Module, images: Tensor, mean, std, padding: int = 4, batch_size: int = 1024,
-    device: torch.device | str = "cpu", progress: bool = True, flip: bool = True,
+    teacher: nn.Module,
+    images: Tensor,
+    mean,
+    std,
+    padding: int = 4,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    flip: bool = True,
 ) -> Tensor:
     """fp16 logits ``[N, V, C]`` of every view of every image (uint8 ``N×3×H×W``), on the CPU."""
     device = torch.device(device)
@@ -265,8 +276,12 @@ def build_view_cache(
         )
 
     shape = (len(split.labels), num_views(padding, flip), teacher.num_classes)
-    meta = {"dataset": split.dataset, "padding": padding, "flip": flip,
-            "teacher": _sha256s(teacher, "view_cache")}
+    meta = {
+        "dataset": split.dataset,
+        "padding": padding,
+        "flip": flip,
+        "teacher": _sha256s(teacher, "view_cache"),
+    }
     table = load_or_compute(path, shape, compute, meta, "view cache")
     return TeacherCache(table, path, padding, flip)
 
@@ -293,9 +308,7 @@ def attach(teacher, loss, datamodule, logits: bool, views: bool, device) -> None
         what = "teacher_cache" if logits else "view_cache"
         reason = f"the loss needs teacher features {list(loss.teacher_stages)}"
         if logits:
-            raise ValueError(
-                f"teacher_cache holds logits only; {reason}: set teacher_cache=false"
-            )
+            raise ValueError(f"teacher_cache holds logits only; {reason}: set teacher_cache=false")
         log.warning("%s=true: teacher logits from the online teacher, because %s", what, reason)
         return
     split = datamodule.train_split()
@@ -305,12 +318,14 @@ def attach(teacher, loss, datamodule, logits: bool, views: bool, device) -> None
     else:
         reason = view_cache_fallback(loss, split)
         if reason is not None:
-            log.warning("view_cache=true: teacher logits from the online teacher, because %s",
-                        reason)
+            log.warning(
+                "view_cache=true: teacher logits from the online teacher, because %s", reason
+            )
             return
         table = build_view_cache(teacher, split, device)
         log.info(
             "teacher logits: from the view cache %s (%d views per image; the loss reads logits only)",
-            table.path, table.table.shape[1],
+            table.path,
+            table.table.shape[1],
         )
     teacher.use_cache(table)

@@ -43,8 +43,12 @@ class _Frozen(nn.Module):
     ) -> None:
         super().__init__()
         self.sources = list(sources)
-        self.fast = {"fold_bn": fold_bn, "channels_last": channels_last, "compile": compile,
-                     "vmap": vmap}  # fmt: skip
+        self.fast = {
+            "fold_bn": fold_bn,
+            "channels_last": channels_last,
+            "compile": compile,
+            "vmap": vmap,
+        }
         self.prepared: dict[str, bool] | None = None
         self.cache: nn.Module | None = None  # a teacher-logit table (kdlab.teachers.cache)
 

@@ -19,8 +19,22 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 # The groups a reader looks for first; the rest follow in config order.
-FIRST = ("name", "method", "seed", "tags", "data", "model", "teacher", "distill", "optim",
-         "scheduler", "trainer", "logger", "callbacks", "paths")  # fmt: skip
+FIRST = (
+    "name",
+    "method",
+    "seed",
+    "tags",
+    "data",
+    "model",
+    "teacher",
+    "distill",
+    "optim",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+)
 
 
 def _yaml(node: Any) -> str:

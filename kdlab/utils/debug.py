@@ -26,8 +26,12 @@ class BatchCount(L.Callback):
     """
 
     def __init__(self) -> None:
-        self.counts: dict[str, list[int] | int] = {"train": [], "validate": [], "sanity": 0,
-                                                    "test": []}  # fmt: skip
+        self.counts: dict[str, list[int] | int] = {
+            "train": [],
+            "validate": [],
+            "sanity": 0,
+            "test": [],
+        }
 
     def _bump(self, stage: str) -> None:
         self.counts[stage][-1] += 1  # type: ignore[index]

@@ -54,8 +54,12 @@ def quiet_libraries() -> None:
     drop = _DropInfo(_LIGHTNING_INFO + _WARNINGS)
     # a logger's filters see the records made by that logger: Lightning's messages are made by
     # its rank-zero helpers' loggers
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch", "lightning.fabric"):  # fmt: skip
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch",
+        "lightning.fabric",
+    ):
         logging.getLogger(name).addFilter(drop)
     for pattern in _WARNINGS + _LIGHTNING_INFO:
         warnings.filterwarnings("ignore", message=pattern)

@@ -16,8 +16,14 @@ MAX_PENDING = 10_000  # records kept before the claim (start-up logs a few dozen
 class RunLogFile(logging.FileHandler):
     """A ``FileHandler`` that writes nothing before :func:`claim_log_files`."""
 
-    def __init__(self, filename: str, mode: str = "a", encoding: str | None = None,
-                 delay: bool = True, errors: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        filename: str,
+        mode: str = "a",
+        encoding: str | None = None,
+        delay: bool = True,
+        errors: str | None = None,
+    ) -> None:
         super().__init__(filename, mode, encoding, delay=True, errors=errors)
         self.pending: list[logging.LogRecord] = []
         self.claimed = False

@@ -51,7 +51,9 @@ class Reader(ABC):
         """Where under ``root`` the files go, for messages (e.g. ``'cifar-10-batches-py/'``)."""
 
     @abstractmethod
-    def read(self, root: str | Path, split: str, verify: str = "md5") -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, root: str | Path, split: str, verify: str = "md5"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``split`` ("train" or "test") as ``(uint8 N×H×W×3, int64 labels)``, checked."""
 
     def download(self, root: str | Path) -> None:
@@ -113,7 +115,10 @@ def check_full_copy(
     if n >= full and verify == "structure":
         log.info(
             "%s %s: %d images accepted after a structural check (data.verify=structure: shapes, "
-            "label range and class names; md5 not checked)", name, split, n,
+            "label range and class names; md5 not checked)",
+            name,
+            split,
+            n,
         )
     elif n >= full:
         bad = [p.name for p, want in files.items() if md5(p) != want]
@@ -129,5 +134,9 @@ def check_full_copy(
     else:
         log.warning(
             "%s %s: a subset of %d images (official: %d) in %s; accepted after a structural check",
-            name, split, n, full, next(iter(files)).parent,
+            name,
+            split,
+            n,
+            full,
+            next(iter(files)).parent,
         )

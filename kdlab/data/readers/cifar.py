@@ -52,7 +52,9 @@ class CIFARReader(Reader):
     def location(self, root: str | Path) -> str:
         return f"'{self.layout.base_folder}/'"
 
-    def read(self, root: str | Path, split: str, verify: str = "md5") -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, root: str | Path, split: str, verify: str = "md5"
+    ) -> tuple[np.ndarray, np.ndarray]:
         check_split(split)
         return load_split(root, self.name, train=split == "train", verify=verify)
 

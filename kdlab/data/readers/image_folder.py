@@ -35,7 +35,9 @@ class ImageFolderReader(Reader):
     def location(self, root: str | Path) -> str:
         return "'train/<class>/*' and 'test/<class>/*' image folders"
 
-    def read(self, root: str | Path, split: str, verify: str = "md5") -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, root: str | Path, split: str, verify: str = "md5"
+    ) -> tuple[np.ndarray, np.ndarray]:
         from PIL import Image
         from torchvision.datasets import ImageFolder
 
@@ -65,7 +67,13 @@ class ImageFolderReader(Reader):
         check_arrays(images, labels, len(classes), str(folder))
         log.info(
             "%s %s: %d images in %d classes from %s (%d×%d)",
-            self.name, split, len(labels), len(found.classes), folder, side, side,
+            self.name,
+            split,
+            len(labels),
+            len(found.classes),
+            folder,
+            side,
+            side,
         )
         return images, labels
 

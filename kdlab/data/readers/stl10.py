@@ -40,7 +40,9 @@ class STL10Reader(Reader):
     def location(self, root: str | Path) -> str:
         return f"'{FOLDER}/' with train_X.bin, train_y.bin, test_X.bin, test_y.bin"
 
-    def read(self, root: str | Path, split: str, verify: str = "md5") -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, root: str | Path, split: str, verify: str = "md5"
+    ) -> tuple[np.ndarray, np.ndarray]:
         from torchvision.datasets import STL10
 
         check_split(split)

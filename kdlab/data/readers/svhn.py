@@ -37,7 +37,9 @@ class SVHNReader(Reader):
     def location(self, root: str | Path) -> str:
         return "'train_32x32.mat' and 'test_32x32.mat'"
 
-    def read(self, root: str | Path, split: str, verify: str = "md5") -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, root: str | Path, split: str, verify: str = "md5"
+    ) -> tuple[np.ndarray, np.ndarray]:
         import scipy.io
         from torchvision.datasets import SVHN
 
