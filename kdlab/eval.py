@@ -28,6 +28,7 @@ from kdlab import CONF_DIR
 from kdlab.models.export import is_published_format, network_state, read_checkpoint, sha256_file
 from kdlab.results import eval_record
 from kdlab.systems.evaluator import Evaluator
+from kdlab.teachers.known import announce, compare, recognise
 from kdlab.utils.errors import user_error
 from kdlab.utils.provenance import write_json
 from kdlab.utils.quiet import quiet_libraries
@@ -142,6 +143,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 f"the {role} has {model.num_classes} classes but data={data.name} has "
                 f"{data.num_classes}: pass the data= it was trained on"
             )
+    digest = sha256_file(cfg.ckpt)
+    known = recognise(cfg.ckpt, digest)
+    announce(known, getattr(net, "arch", None), data.name)
     dm = instantiate(data)
     dm.prepare_data()
     metrics = test_metrics(net, teacher, dm, cfg.device)
@@ -153,11 +157,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         arch=getattr(net, "arch", None),
         dataset=data.name,
         ckpt=str(cfg.ckpt),
-        ckpt_sha256=sha256_file(cfg.ckpt),
+        ckpt_sha256=digest,
         teacher_ckpt=cfg.teacher.ckpt,
         teacher_sha256=sha256_file(cfg.teacher.ckpt) if cfg.teacher.ckpt else None,
         n_images=len(dm.splits["test"][1]),
     )
+    if known is not None:  # the published accuracy beside the measured one
+        res |= known.record()
+        res["published_warning"] = compare(known.top1, res.get("test_acc_best"), "checkpoint")
     out = Path(cfg.out) if cfg.out else Path(cfg.paths.output_dir) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, res)

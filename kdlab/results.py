@@ -181,6 +181,12 @@ def finished_record(
     }
     res |= metric_results(best, final, system.has_teacher, info.get("teacher_members", 1))
     res |= info
+    if res.get("teacher_published_top1") is not None:
+        from kdlab.teachers.known import compare
+
+        res["teacher_published_warning"] = compare(
+            res["teacher_published_top1"], res.get("teacher_test_acc")
+        )
     res |= {"best_ckpt": ckpt.best_model_path}
     return res
 

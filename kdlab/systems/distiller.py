@@ -100,10 +100,14 @@ class Distiller(Classifier):
         tree = loss_tree(self.criterion)
         n_teacher = sum(p.numel() for p in self.teacher.members[0].parameters())
         members = self.teacher.members
+        single = self.teacher.sources[0] if len(self.teacher.sources) == 1 else {}
         return super().describe() | {
             "teacher": self.teacher.label,
             "teacher_ckpt": [s["path"] for s in self.teacher.sources],
             "teacher_sha256": [s["sha256"] for s in self.teacher.sources],
+            # a released teacher file's published accuracy, beside the measured teacher_test_acc
+            "teacher_published_top1": single.get("published_top1"),
+            "teacher_published_source": single.get("published_source"),
             "teacher_members": len(members),
             "teacher_params": n_teacher,
             "compression_ratio": n_teacher / count_parameters(self.net),

@@ -20,6 +20,7 @@ from torch import nn
 from kdlab import CONF_DIR
 from kdlab.models.export import is_published_format, network_state, read_checkpoint, sha256_file
 from kdlab.teachers.frozen import EnsembleTeacher, FrozenTeacher
+from kdlab.teachers.known import announce, recognise
 
 EXPERIMENTS = CONF_DIR / "experiment"
 
@@ -139,7 +140,11 @@ def build_teacher(
     with torch.random.fork_rng(devices=[]):
         for path, s in zip(paths, member_seeds, strict=True):
             nets.append(load_teacher_net(path, model, dataset, num_classes, s))
-            sources.append({"path": str(path), "sha256": sha256_file(path), "seed": s})
+            digest = sha256_file(path)
+            known = recognise(path, digest)
+            announce(known, arch, dataset)
+            sources.append({"path": str(path), "sha256": digest, "seed": s}
+                           | (known.record() if known else {}))
     fast = {"fold_bn": fold_bn, "channels_last": channels_last, "compile": compile, "vmap": vmap}
     if len(nets) == 1:
         return FrozenTeacher(nets[0], sources, **fast)
