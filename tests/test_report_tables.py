@@ -175,3 +175,23 @@ def test_results_json_path_defaults_to_parent_report_folder(tmp_path):
     path = write_run(tmp_path, "one", seed=0, val_acc_best=95, test_acc_best=94.5)
     assert main([str(path), "--no-figures"]) == 0
     assert (path.parent / "report" / "results.md").is_file()
+
+
+def test_wall_times_come_from_the_runs_records(tmp_path):
+    from kdlab.report.fmt import duration
+
+    for s, secs in ((0, 1500.0), (1, 1532.0)):
+        write_run(
+            tmp_path,
+            f"base/{s}",
+            seed=s,
+            val_acc_best=45.0,
+            test_acc_best=46.0,
+            duration_s=secs,
+            epochs_trained=8,
+        )
+    make_report([tmp_path], tmp_path / "report", figures=False)
+    md = (tmp_path / "report" / "results.md").read_text()
+    assert "## Wall times" in md
+    assert "| 2 | 8 | 25 min 16 s | 50 min 32 s |" in md
+    assert (duration(48.4), duration(3725)) == ("48 s", "1 h 02 min")

@@ -51,6 +51,16 @@ def pm(ms: MeanStd, digits: int = 2) -> str:
     return f"{ms.mean:.{digits}f} ± {ms.std:.{digits}f}"
 
 
+def duration(seconds: float) -> str:
+    """``1 h 02 min``, ``25 min 16 s``, ``48 s``."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
+
+
 def pvalue(p: float | None) -> str:
     if isnan(p):
         return DASH

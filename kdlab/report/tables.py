@@ -166,6 +166,44 @@ def best_table(groups: dict[GroupKey, Group]) -> tuple[list[str], list[list[str]
     return headers, rows
 
 
+def walltime_table(groups: dict[GroupKey, Group]) -> tuple[list[str], list[list[str]]]:
+    """Each group's training time as its runs recorded it (results.json ``duration_s``)."""
+    headers = [
+        "Dataset",
+        "Teacher → Student",
+        "Method",
+        "Config",
+        "n",
+        "Epochs",
+        "Wall per run",
+        "Sum",
+    ]
+    rows = []
+    for g in groups.values():
+        times = g.values("duration_s")
+        if not times:
+            continue
+        epochs = sorted(
+            {r.get("epochs_trained") or r.get("epochs") for r in g.runs.values()} - {None}
+        )
+        pair = (
+            f"{fmt.arch(g.teacher)} → {fmt.arch(g.student)}" if g.teacher else fmt.arch(g.student)
+        )
+        rows.append(
+            [
+                g.dataset,
+                pair,
+                fmt.method(g.method),
+                _config(g),
+                str(len(times)),
+                ", ".join(map(str, epochs)) or fmt.DASH,
+                fmt.duration(sum(times.values()) / len(times)),
+                fmt.duration(sum(times.values())),
+            ]
+        )
+    return headers, rows
+
+
 def datasets(groups: dict[GroupKey, Group]) -> list[str]:
     return sorted({g.dataset for g in groups.values()})
 
@@ -199,6 +237,14 @@ def render_markdown(groups: dict[GroupKey, Group], problems: list[str] | None = 
                 "of its 95 % CI.\n",
                 fmt.markdown_table(headers, rows),
             ]
+    headers, rows = walltime_table(groups)
+    if rows:
+        out += [
+            "## Wall times\n",
+            "As the runs recorded them (results.json `duration_s`: "
+            "training and testing, on whatever machine each ran).\n",
+            fmt.markdown_table(headers, rows),
+        ]
     if problems:
         out += ["## Skipped and missing runs\n", "\n".join(f"- {p}" for p in problems) + "\n"]
     return "\n".join(out)
