@@ -136,7 +136,6 @@ def test_a_new_method_is_its_module_and_config_only(tmp_path):
         "+experiment=r56_cnn_logit",
         "teacher=cnn",
         "distill=toy",
-        "method=toy",
         *tiny(world),
         "distill.gamma=1,2",
         f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
