@@ -143,10 +143,15 @@ def metric_results(best: dict, final: dict, with_teacher: bool, members: int) ->
 
 def training_recipe(cfg: DictConfig) -> dict[str, Any]:
     """How the run trained, in the terms published tables state their recipes in: epochs,
-    images per step, initial lr, and the training augmentation (``crop+flip``, ``+strong``
-    with a strong view, ``+mixup``; ``none``)."""
+    images per step, initial lr, and the training augmentation (``crop+flip``, ``crop`` or
+    ``flip`` alone, ``+strong`` with a strong view, ``+mixup``; ``none``)."""
+    from kdlab.data.module import Augment
+
     data = cfg.data
-    parts = ["crop+flip"] if data.get("augment", True) else []
+    augment = data.get("augment", True)
+    aug = Augment.parse(OmegaConf.to_container(augment) if OmegaConf.is_config(augment) else augment)
+    parts = [p for p, on in (("crop", aug.crop_padding > 0), ("flip", aug.flip)) if on]
+    parts = ["+".join(parts)] if parts else []
     if data.get("strong_view"):
         parts.append("strong")
     if (data.get("mixup_alpha") or 0) > 0:

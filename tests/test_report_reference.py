@@ -382,3 +382,7 @@ def test_a_run_records_the_recipe_the_report_compares():
     }
     cfg.data.strong_view, cfg.data.augment = False, False
     assert training_recipe(cfg)["augmentation"] == "none"
+    cfg.data.augment = {"crop_padding": 4, "flip": False}  # digits: crop only
+    assert training_recipe(cfg)["augmentation"] == "crop"
+    cfg.data.augment = {"crop_padding": 0, "flip": True}
+    assert training_recipe(cfg)["augmentation"] == "flip"
