@@ -28,6 +28,7 @@ IGNORED = (
     "logger",
     "paths",
     "hydra",
+    "run_name",  # names folders only
     "rerun",
     "resume",
     "export_teacher",
@@ -46,8 +47,6 @@ IGNORED = (
     "data.verify",
     # assembled from the keys above by interpolation: its shape is kdlab's, not the run's
     "system",
-    # a label derived from distill= (which is compared), written out by older kdlab versions
-    "method",
 )
 
 # Settings kdlab added since a folder may have been made, each with the value that does what the
@@ -63,6 +62,9 @@ ADDED = {
     "callbacks.fast_steps.channels_last": ("${channels_last}",),
     "callbacks.fast_steps.compile": ("${compile}",),
 }
+# Labels derived from Hydra's choices (the distill= option, the experiment file): compared, and
+# saved, by their value, since the interpolation only resolves inside the launch.
+DERIVED = ("name", "method")
 # Settings whose form changed: old form → today's form.
 MOVED_TARGETS = {"kdlab.data.cifar.CIFARDataModule": "kdlab.data.module.ImageDataModule"}
 
@@ -91,10 +93,7 @@ def differences(old: DictConfig | dict, new: DictConfig | dict, skip: tuple[str,
     Hydra's own resolvers, which only resolve inside that launch. A key the old config lacks
     and the new one leaves null is a setting added to kdlab since then, still off: no change.
     """
-    if isinstance(old, DictConfig):
-        old = OmegaConf.to_container(old, resolve=False)
-    if isinstance(new, DictConfig):
-        new = OmegaConf.to_container(new, resolve=False)
+    old, new = (_with_derived_values(c) for c in (old, new))
     a, b = _upgrade(_flat(old)), _upgrade(_flat(new))
     diffs = []
     for key in sorted(set(a) | set(b)):
@@ -105,6 +104,20 @@ def differences(old: DictConfig | dict, new: DictConfig | dict, skip: tuple[str,
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             diffs.append((key, a.get(key, "<absent>"), b.get(key, "<absent>")))
     return diffs
+
+
+def _with_derived_values(cfg: DictConfig | dict) -> dict:
+    """``cfg`` as a plain tree, interpolations as written except the derived labels' values."""
+    if not isinstance(cfg, DictConfig):
+        return dict(cfg)
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    for key in DERIVED:
+        if key in cfg:
+            try:
+                tree[key] = cfg[key]
+            except Exception:  # not resolvable here (a resolver that only exists in the run)
+                pass
+    return tree
 
 
 def _upgrade(flat: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +175,11 @@ def write_hydra_files(cfg: DictConfig, out: Path) -> None:
         hc = HydraConfig.get()
         OmegaConf.save(OmegaConf.create({"hydra": hc}), folder / "hydra.yaml")
         OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), folder / "overrides.yaml")
-    OmegaConf.save(cfg, folder / "config.yaml")  # last: its presence means "all written"
+    saved = cfg.copy()
+    for key in DERIVED:  # by value: outside this launch the interpolation has no choices
+        if key in saved:
+            saved[key] = cfg[key]
+    OmegaConf.save(saved, folder / "config.yaml")  # last: its presence means "all written"
 
 
 def _note_path(out: Path) -> Path:

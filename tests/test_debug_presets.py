@@ -28,7 +28,7 @@ def test_every_preset_composes_over_an_experiment_into_the_debug_tree(preset):
         )
     assert cfg.debug_preset == preset and is_debug(cfg)
     run_dir = cfg.hydra.run._get_node("dir")._value()  # unresolved: Hydra's own values are unset
-    assert run_dir.startswith("${paths.log_dir}/debug/runs/${name}/${debug_preset}_")
+    assert run_dir.startswith("${paths.log_dir}/debug/runs/${run_name}/${debug_preset}_")
     assert cfg.hydra.sweep._get_node("dir")._value().startswith("${paths.log_dir}/debug/multiruns/")
     assert set(cfg.logger) == {"csv"}  # no W&B runs from a debug run
     assert cfg.callbacks.batch_count._target_ == "kdlab.utils.debug.BatchCount"

@@ -142,7 +142,7 @@ def test_a_new_method_is_its_module_and_config_only(tmp_path):
         f"hydra.sweep.dir={sweep}",
     )
     jobs = sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
-    assert [j.name for j in jobs] == ["0_r56_cnn_logit_g1_s0", "1_r56_cnn_logit_g2_s0"]
+    assert [j.name for j in jobs] == ["0_r56_cnn_logit_toy_g1_s0", "1_r56_cnn_logit_toy_g2_s0"]
     for job, gamma in zip(jobs, (1.0, 2.0), strict=True):
         res = results(job)
         assert res["method"] == "toy" and res["method_params"] == {"gamma": gamma, "weight": 0.5}

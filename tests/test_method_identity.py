@@ -65,5 +65,22 @@ def test_an_older_folder_that_wrote_the_method_out_compares_equal(tmp_path):
     with open_dict(cfg):
         del cfg["hydra"]
     old = OmegaConf.to_container(cfg, resolve=False)
-    old["method"] = "logit"
+    old |= {"method": "logit", "name": "resnet56_resnet20"}  # as older kdlab wrote them out
     assert differences(old, cfg) == []
+    old["name"] = "resnet56_resnet20_b"
+    assert [d[0] for d in differences(old, cfg)] == ["name"]
+
+
+def test_one_folder_rule_names_every_experiment(tmp_path):
+    cases = {
+        ("+experiment=resnet56_resnet20",): "resnet56_resnet20_logit",
+        ("+experiment=resnet56_resnet20", "distill=dkd"): "resnet56_resnet20_dkd",
+        ("+experiment=r56_cnn_logit",): "r56_cnn_logit",
+        ("+experiment=r56_cnn_logit", "distill=dist"): "r56_cnn_logit_dist",
+        ("+experiment=baseline_cnn",): "baseline_cnn",
+        ("+experiment=teacher_resnet56",): "teacher_resnet56",
+    }
+    for overrides, folder in cases.items():
+        cfg = _compose(tmp_path, *overrides)
+        assert cfg.run_name == folder
+        assert f"/multiruns/{folder}/" in str(cfg.hydra.sweep.dir)

@@ -50,19 +50,39 @@ def strong_view(distill=None) -> bool:
     return distill is not None and needs(config_tree(distill))
 
 
-def method_choice(default: str = "baseline", *, _root_=None) -> str:
-    """The run's method: the ``distill=`` option that trains it, else ``default`` (a run
-    without distillation). Read from the config's own ``hydra`` node while Hydra launches (sweep
-    folder names) and from Hydra's runtime config inside the run."""
+def _choice(group: str, default: str, root) -> str:
+    """The option chosen for config ``group`` (Hydra's runtime choices), else ``default``:
+    from the config's own ``hydra`` node while Hydra launches (sweep folder names), from
+    Hydra's runtime config inside the run."""
     from hydra.core.hydra_config import HydraConfig
 
     choices = None
-    if _root_ is not None and "hydra" in _root_:
-        choices = OmegaConf.select(_root_, "hydra.runtime.choices")
+    if root is not None and "hydra" in root:
+        choices = OmegaConf.select(root, "hydra.runtime.choices")
     elif HydraConfig.initialized():
         choices = HydraConfig.get().runtime.choices
-    choice = choices.get("distill") if choices is not None else None
+    choice = choices.get(group) if choices is not None else None
     return default if choice in (None, "null") else str(choice)
+
+
+def method_choice(default: str = "baseline", *, _root_=None) -> str:
+    """The run's method: the ``distill=`` option that trains it, else ``default`` (a run
+    without distillation)."""
+    return _choice("distill", default, _root_)
+
+
+def experiment_choice(default: str = "custom", *, _root_=None) -> str:
+    """The run's experiment name: the ``+experiment=`` file, else ``default``."""
+    return _choice("experiment", default, _root_)
+
+
+def run_name(name: str, method: str) -> str:
+    """The one name of a run's folders: the experiment, with the method appended when the name
+    does not already say it (``resnet56_resnet20`` + dkd → ``resnet56_resnet20_dkd``;
+    ``r56_cnn_logit`` + logit and every teacher or baseline stay as they are)."""
+    if method in (None, "baseline", "teacher") or f"_{method}_" in f"_{name}_":
+        return str(name)
+    return f"{name}_{method}"
 
 
 def wandb_group(name: str, mode, sweep_dir: str, output_dir: str) -> str:
@@ -113,6 +133,8 @@ def register() -> None:
     OmegaConf.register_new_resolver("kdlab.precision", auto_precision, replace=True)
     OmegaConf.register_new_resolver("kdlab.tag", run_tag, replace=True)
     OmegaConf.register_new_resolver("kdlab.method", method_choice, replace=True)
+    OmegaConf.register_new_resolver("kdlab.experiment", experiment_choice, replace=True)
+    OmegaConf.register_new_resolver("kdlab.run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("kdlab.strong_view", strong_view, replace=True)
     OmegaConf.register_new_resolver("kdlab.wandb_group", wandb_group, replace=True)
     OmegaConf.register_new_resolver("kdlab.wandb_id", wandb_id, replace=True)
