@@ -149,7 +149,9 @@ def training_recipe(cfg: DictConfig) -> dict[str, Any]:
 
     data = cfg.data
     augment = data.get("augment", True)
-    aug = Augment.parse(OmegaConf.to_container(augment) if OmegaConf.is_config(augment) else augment)
+    aug = Augment.parse(
+        OmegaConf.to_container(augment) if OmegaConf.is_config(augment) else augment
+    )
     parts = [p for p, on in (("crop", aug.crop_padding > 0), ("flip", aug.flip)) if on]
     parts = ["+".join(parts)] if parts else []
     if data.get("strong_view"):

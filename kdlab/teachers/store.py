@@ -143,8 +143,9 @@ def build_teacher(
             digest = sha256_file(path)
             known = recognise(path, digest)
             announce(known, arch, dataset)
-            sources.append({"path": str(path), "sha256": digest, "seed": s}
-                           | (known.record() if known else {}))
+            sources.append(
+                {"path": str(path), "sha256": digest, "seed": s} | (known.record() if known else {})
+            )
     fast = {"fold_bn": fold_bn, "channels_last": channels_last, "compile": compile, "vmap": vmap}
     if len(nets) == 1:
         return FrozenTeacher(nets[0], sources, **fast)
