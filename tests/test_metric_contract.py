@@ -32,6 +32,28 @@ def brier():
     REGISTRY.pop("brier")
 
 
+def report_of_two_seeds(tmp_path, key: str, values: tuple[float, float]) -> list[dict]:
+    """results.csv of a report over two baseline runs that recorded ``key``."""
+    for seed, value in enumerate(values):
+        run = tmp_path / "runs" / f"s{seed}"
+        run.mkdir(parents=True)
+        record = {
+            "dataset": "cifar10",
+            "teacher": None,
+            "student": "r18",
+            "method": "baseline",
+            "seed": seed,
+            "epochs": 1,
+            "status": "finished",
+            "val_acc_best": 90.0,
+            "test_acc_best": 89.0,
+            key: value,
+        }
+        (run / "results.json").write_text(json.dumps(record))
+    make_report([tmp_path / "runs"], tmp_path / "report", figures=False)
+    return list(csv.DictReader(open(tmp_path / "report" / "results.csv")))
+
+
 def test_stage_metrics_are_a_metric_collection_of_every_registered_metric():
     m = StageMetrics(10, with_teacher=False)
     assert isinstance(m, MetricCollection)
@@ -67,24 +89,7 @@ def test_a_new_metric_is_computed_recorded_and_reported(brier, tmp_path):
     res = metric_results(best, final, with_teacher=False, members=1)
     assert res["test_brier"] == 0.15 and res["test_brier_final"] == 0.17
 
-    for seed, value in ((0, 0.1), (1, 0.2)):
-        run = tmp_path / "runs" / f"s{seed}"
-        run.mkdir(parents=True)
-        record = {
-            "dataset": "cifar10",
-            "teacher": None,
-            "student": "r18",
-            "method": "baseline",
-            "seed": seed,
-            "epochs": 1,
-            "status": "finished",
-            "val_acc_best": 90.0,
-            "test_acc_best": 89.0,
-            "test_brier": value,
-        }
-        (run / "results.json").write_text(json.dumps(record))
-    make_report([tmp_path / "runs"], tmp_path / "report", figures=False)
-    rows = list(csv.DictReader(open(tmp_path / "report" / "results.csv")))
+    rows = report_of_two_seeds(tmp_path, "test_brier", (0.1, 0.2))
     assert float(rows[0]["test_brier_mean"]) == pytest.approx(0.15)
     assert float(rows[0]["test_brier_std"]) == pytest.approx(0.0707107, rel=1e-5)
     md = (tmp_path / "report" / "results.md").read_text()
@@ -92,23 +97,6 @@ def test_a_new_metric_is_computed_recorded_and_reported(brier, tmp_path):
 
 
 def test_a_measurement_the_report_does_not_know_still_reaches_the_csv(tmp_path):
-    for seed, value in ((0, 3.0), (1, 5.0)):
-        run = tmp_path / "runs" / f"s{seed}"
-        run.mkdir(parents=True)
-        record = {
-            "dataset": "cifar10",
-            "teacher": None,
-            "student": "r18",
-            "method": "baseline",
-            "seed": seed,
-            "epochs": 1,
-            "status": "finished",
-            "val_acc_best": 90.0,
-            "test_acc_best": 89.0,
-            "test_cka_layer3": value,
-        }
-        (run / "results.json").write_text(json.dumps(record))
-    make_report([tmp_path / "runs"], tmp_path / "report", figures=False)
-    rows = list(csv.DictReader(open(tmp_path / "report" / "results.csv")))
+    rows = report_of_two_seeds(tmp_path, "test_cka_layer3", (3.0, 5.0))
     assert float(rows[0]["test_cka_layer3_mean"]) == 4.0
     assert "teacher_test_acc_mean" in rows[0]  # the shown metrics are always columns
