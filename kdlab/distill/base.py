@@ -10,9 +10,8 @@ path.
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, ClassVar
@@ -161,17 +160,6 @@ def parse_stage_pairs(stages: Sequence[str] | str) -> tuple[tuple[str, str], ...
     return pairs  # type: ignore[return-value]
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-friendly copy of a constructor argument (tuples → lists, losses → their params)."""
-    if isinstance(value, KDLoss):
-        return value.method_params()
-    if isinstance(value, Mapping | nn.ModuleDict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 class KDLoss(nn.Module):
     """Base class of all kdlab losses: the contract between a method and the system.
 
@@ -245,19 +233,11 @@ class KDLoss(nn.Module):
         self.epoch = int(epoch)
 
     def method_params(self) -> dict[str, Any]:
-        """Every constructor argument, as used (read back from the attribute of that name)."""
-        names = [
-            n
-            for n, p in inspect.signature(type(self).__init__).parameters.items()
-            if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-        missing = [n for n in names if not hasattr(self, n)]
-        if missing:
-            raise TypeError(
-                f"{type(self).__name__} must store its constructor arguments {missing} under "
-                "their own names, so that its settings are recorded in results.json"
-            )
-        return {n: _plain(getattr(self, n)) for n in names}
+        """Every constructor argument, as used: what results.json records (one reader,
+        ``kdlab.utils.method_params.loss_tree``, serves this, run tags and labels)."""
+        from kdlab.utils.method_params import loss_tree, params
+
+        return params(loss_tree(self))
 
     def forward(
         self,

@@ -78,8 +78,15 @@ def loss_tree(loss: Any) -> Tree:
     """The tree of a built loss, its arguments read back as used."""
     from kdlab.distill.base import KDLoss
 
+    names = list(_arguments(type(loss)))
+    missing = [n for n in names if not hasattr(loss, n)]
+    if missing:
+        raise TypeError(
+            f"{type(loss).__name__} must store its constructor arguments {missing} under "
+            "their own names, so that its settings are recorded in results.json"
+        )
     args: dict[str, Any] = {}
-    for name in _arguments(type(loss)):
+    for name in names:
         value = getattr(loss, name)
         if isinstance(value, KDLoss):
             args[name] = loss_tree(value)
