@@ -62,6 +62,7 @@ from kdlab.utils.checkpoint_io import SafeCheckpointIO
 from kdlab.utils.config_tree import save_tree
 from kdlab.utils.errors import user_error
 from kdlab.utils.method_params import flat_hparams
+from kdlab.utils.provenance import git_commit
 from kdlab.utils.quiet import quiet_libraries
 from kdlab.utils.resolvers import register
 from kdlab.utils.runlog import claim_log_files
@@ -97,6 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     other processes train and test with it.
     """
     started = time.time()
+    git_commit()  # the code this launch runs, read now: the tree may change while it trains
     out = Path(cfg.paths.output_dir)
     chief = rank_zero_only.rank == 0
     prior = read_results(out)

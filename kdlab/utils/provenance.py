@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
@@ -9,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The kdlab source tree's commit (``+dirty`` when it has uncommitted changes), or None."""
+    """The kdlab source tree's commit (``+dirty`` when it has uncommitted changes), or None;
+    read once per process (the first call), so a record names the code the run started with."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
