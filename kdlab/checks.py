@@ -28,15 +28,35 @@ def check_method(cfg: DictConfig) -> None:
         )
 
 
+def interpolated_keys(node) -> set[str]:
+    """The top-level keys a config tree reads by interpolation (``alpha: ${alpha}`` → alpha),
+    from its nodes' own values, at any depth."""
+    import re
+
+    found: set[str] = set()
+    if isinstance(node, DictConfig):
+        children = [node._get_node(k) for k in node.keys()]
+    elif OmegaConf.is_list(node):
+        children = [node._get_node(i) for i in range(len(node))]
+    else:
+        return found
+    for child in children:
+        if OmegaConf.is_interpolation(child):
+            found |= set(re.findall(r"\$\{(\w+)\}", str(child._value())))
+        else:
+            found |= interpolated_keys(child)
+    return found
+
+
 def check_shared_hparams(cfg: DictConfig) -> None:
     """``alpha=``/``temperature=``/``beta=`` on a run without distillation is an error (it would
     change nothing); on a method that does not read it (e.g. an experiment's α under
     ``distill=crd``) it is ignored with a warning, and results.json records null for it."""
     distill = cfg.get("distill")
-    raw = OmegaConf.to_yaml(distill, resolve=False) if distill is not None else ""
+    read = interpolated_keys(distill) if distill is not None else set()
     for name in SHARED_HPARAMS:
         value = cfg.get(name)
-        if value is None or f"${{{name}}}" in raw:
+        if value is None or name in read:
             continue
         if distill is None:
             raise ValueError(

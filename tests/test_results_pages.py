@@ -36,7 +36,10 @@ def test_the_study_scripts_of_a_results_page_accept_its_commands(page, tmp_path)
     for command in scripts:
         proc = subprocess.run(
             ["bash", "-c", f"{command} --dry-run"],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
             env=dict(os.environ, OUT=str(tmp_path / "out")),
         )
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
