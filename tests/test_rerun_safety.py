@@ -51,10 +51,9 @@ def test_finished_run_is_skipped_untouched_and_rerun_keeps_the_old_outputs(world
     (kept,) = (out / "previous").iterdir()  # the first run's outputs, moved aside intact
     assert digest(kept)["results.json"] == before["results.json"]
     assert digest(kept)["checkpoints/last.ckpt"] == before["checkpoints/last.ckpt"]
-    assert (
-        results(out)["status"] == "finished"
-        and digest(out)["results.json"] != before["results.json"]
-    )
+    assert results(out)["status"] == "finished"
+    # a new record, written after the old one moved aside (the contents may equal: same seed)
+    assert (out / "results.json").stat().st_mtime_ns > (kept / "results.json").stat().st_mtime_ns
 
 
 def test_finished_sweep_rerun_changes_no_file(world):
