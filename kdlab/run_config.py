@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 HYDRA_DIR = ".hydra"
 LAUNCHED = ".kdlab_jobs"  # <sweep>/.kdlab_jobs/<job>.json: the latest launch of each job
@@ -115,7 +116,7 @@ def _with_derived_values(cfg: DictConfig | dict) -> dict:
         if key in cfg:
             try:
                 tree[key] = cfg[key]
-            except Exception:  # not resolvable here (a resolver that only exists in the run)
+            except OmegaConfBaseException:  # not resolvable here (no kdlab resolvers loaded)
                 pass
     return tree
 

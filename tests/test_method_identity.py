@@ -102,3 +102,20 @@ def test_a_top_level_setting_counts_only_where_the_method_reads_it(tmp_path, cap
     assert "alpha=0.9 is ignored: distill=dkd does not read the top-level alpha" in caplog.text
     with pytest.raises(ValueError, match="alpha=0.5 is set, but this run trains without"):
         check_shared_hparams(_compose(tmp_path, "+experiment=baseline_resnet20", "alpha=0.5"))
+
+
+def test_a_sweep_folder_of_an_older_kdlab_accepts_the_same_relaunch(tmp_path):
+    from kdlab.run_config import ConfigChanged
+    from kdlab.sweep.grid import check_sweep_config
+
+    cfg = _compose(tmp_path, "+experiment=baseline_resnet20", "seed=0")
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    old = cfg.copy()
+    old.method, old.name = "baseline", "baseline_resnet20"  # older kdlab wrote the values out
+    OmegaConf.save(old, sweep / "multirun.yaml")
+    check_sweep_config(cfg, sweep)
+    old.method = "logit"
+    OmegaConf.save(old, sweep / "multirun.yaml")
+    with pytest.raises(ConfigChanged, match="method: 'logit' → 'baseline'"):
+        check_sweep_config(cfg, sweep)

@@ -44,11 +44,9 @@ def check_sweep_config(config: DictConfig, sweep_dir: Path) -> None:
     if any(k.lstrip("+~").split("@")[0] in ("experiment",) for k in varied):
         return  # a grid over experiments changes every key: each job folder checks its own
     skip = tuple(k.lstrip("+~") for k in varied)
-    old_task = {k: v for k, v in OmegaConf.to_container(old, resolve=False).items() if k != "hydra"}
-    new_task = {
-        k: v for k, v in OmegaConf.to_container(config, resolve=False).items() if k != "hydra"
-    }
-    diffs = differences(old_task, new_task, skip)
+    # whole configs: differences() reads the derived labels (name, method) by value from each
+    # one's own Hydra choices and ignores the hydra node itself
+    diffs = differences(old, config, skip)
     if diffs:
         raise ConfigChanged(
             f"sweep folder {sweep_dir} was launched with other settings outside the grid "
