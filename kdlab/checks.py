@@ -4,6 +4,7 @@ allowed, what to do. Everything here reads the composed config only (no data, no
 from __future__ import annotations
 
 import logging
+import re
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -31,8 +32,6 @@ def check_method(cfg: DictConfig) -> None:
 def interpolated_keys(node) -> set[str]:
     """The top-level keys a config tree reads by interpolation (``alpha: ${alpha}`` → alpha),
     from its nodes' own values, at any depth."""
-    import re
-
     found: set[str] = set()
     if isinstance(node, DictConfig):
         children = [node._get_node(k) for k in node.keys()]

@@ -124,7 +124,8 @@ def metric_results(best: dict, final: dict, with_teacher: bool, members: int) ->
     logged (CKA of stage pairs, …) as ``test_<name>``."""
     from kdlab.metrics.stage import registered
 
-    metrics = {k: c for k, c in registered().items() if with_teacher or not c.needs_teacher}
+    known = registered()
+    metrics = {k: c for k, c in known.items() if with_teacher or not c.needs_teacher}
     res: dict[str, Any] = {c.result_key(): best.get(f"test/{k}") for k, c in metrics.items()}
     for k, c in metrics.items() if final is not None else ():
         if c.final:
@@ -136,7 +137,7 @@ def metric_results(best: dict, final: dict, with_teacher: bool, members: int) ->
     member = re.compile(r"teacher_acc_m\d+$")
     for key, value in best.items():
         name = key.removeprefix("test/")
-        if key.startswith("test/") and name not in registered() and not member.match(name):
+        if key.startswith("test/") and name not in known and not member.match(name):
             res[f"test_{name}"] = value
     return res
 

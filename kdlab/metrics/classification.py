@@ -26,26 +26,26 @@ class PercentAccuracy(MulticlassAccuracy):
         return super().compute() * 100.0
 
 
-class Accuracy(StageMetric, PercentAccuracy):
-    key, display, record = "acc", "Test acc (best val)", "test_acc_best"
-    final_display = "Test acc (final)"
+class _ClassAccuracy(StageMetric, PercentAccuracy):
+    """A percent accuracy stage metric: built with the class count."""
 
     @classmethod
-    def build(cls, num_classes: int) -> Accuracy:
+    def build(cls, num_classes: int) -> _ClassAccuracy:
         return cls(num_classes)
+
+
+class Accuracy(_ClassAccuracy):
+    key, display, record = "acc", "Test acc (best val)", "test_acc_best"
+    final_display = "Test acc (final)"
 
     def stage_update(self, logits, targets, t_logits, nll) -> None:
         self.update(logits, targets)
 
 
-class Agreement(StageMetric, PercentAccuracy):
+class Agreement(_ClassAccuracy):
     """Top-1 agreement of the student with the teacher's argmax."""
 
     key, display, needs_teacher = "agreement", "Agreement", True
-
-    @classmethod
-    def build(cls, num_classes: int) -> Agreement:
-        return cls(num_classes)
 
     def stage_update(self, logits, targets, t_logits, nll) -> None:
         self.update(logits, t_logits.argmax(-1))
@@ -86,13 +86,9 @@ class ECE(StageMetric, MulticlassCalibrationError):
         self.update(logits.softmax(-1), targets)
 
 
-class TeacherAccuracy(StageMetric, PercentAccuracy):
+class TeacherAccuracy(_ClassAccuracy):
     key, display, needs_teacher = "teacher_acc", "Teacher acc", True
     record, final = "teacher_test_acc", False  # the teacher is frozen: one value
-
-    @classmethod
-    def build(cls, num_classes: int) -> TeacherAccuracy:
-        return cls(num_classes)
 
     def stage_update(self, logits, targets, t_logits, nll) -> None:
         self.update(t_logits, targets)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,13 @@ ARCHIVE = "previous"  # kdlab.runs.archive moves earlier attempts of a run folde
 # Without these a run cannot be grouped, paired by seed or ranked on val.
 REQUIRED_KEYS = ("dataset", "student", "method", "seed", "val_acc_best", "test_acc_best")
 SETTINGS = ("alpha", "temperature", "beta")  # numbers the report groups and labels by
+# results.json keys that are measurements on a split (test_acc_best, teacher_test_acc, …);
+# the rest are settings and facts of the run (seed, α, epochs, teacher_params, …).
+MEASUREMENT = re.compile(r"(^|_)(test|val)_")
+
+
+def is_metric(key: str) -> bool:
+    return bool(MEASUREMENT.search(key))
 
 
 class ReportWarning(UserWarning):
@@ -90,8 +98,6 @@ def _check(data: Any) -> str | None:
     absent = [k for k in REQUIRED_KEYS if data.get(k) is None]
     if absent:
         return f"lacks required key(s) {absent}"
-    from kdlab.report.stats import is_metric
-
     numeric = [
         k
         for k in data

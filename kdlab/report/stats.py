@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,13 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as sps
 
-from kdlab.report.collect import ReportWarning, Run
+from kdlab.report.collect import ReportWarning, Run, is_metric
 
 GROUP_FIELDS = ("dataset", "teacher", "student", "method", "params")
 FLAT_PARAMS = ("alpha", "temperature", "beta")  # results written before method_params existed
-# results.json keys that are measurements on a split (test_acc_best, teacher_test_acc, …);
-# the rest are settings and facts of the run (seed, α, epochs, teacher_params, …).
-MEASUREMENT = re.compile(r"(^|_)(test|val)_")
 DELTA_METRIC = "test_acc_best"  # the protocol's headline number (test acc at best val)
 NO_TEACHER_METHODS = ("teacher", "baseline")
 
@@ -153,23 +149,19 @@ class Group:
         return mean_std(self.values(metric).values())
 
 
-def is_metric(key: str) -> bool:
-    return bool(MEASUREMENT.search(key))
-
-
-def metric_columns(groups: dict[GroupKey, Group]) -> list[str]:
-    """Every numeric measurement of the report: the shown ones in display order, then
-    the others (CKA of stage pairs, the final weights' NLL, a metric added later, …) by name."""
+def metric_columns(frame) -> list[str]:
+    """Every numeric measurement of the report (``frame`` from :func:`metric_frame`): the shown
+    ones in display order, then the others (CKA of stage pairs, the final weights' NLL, a
+    metric added later, …) by name."""
     from kdlab.report.fmt import shown_metrics
 
-    frame = metric_frame(groups)
     found = set(frame.columns.get_level_values(0)) if len(frame.columns) else set()
     shown = list(shown_metrics())  # always columns, so scripts can rely on them
     return shown + sorted(found - set(shown))
 
 
 def metric_frame(groups: dict[GroupKey, Group]):
-    """One row per group, columns (metric, mean|std|count) over its seeds, for every numeric
+    """One row per group, columns (metric, mean|std) over its seeds, for every numeric
     measurement in the runs' results.json (nested records flattened with dotted names)."""
     import pandas as pd
 
@@ -180,18 +172,14 @@ def metric_frame(groups: dict[GroupKey, Group]):
         return pd.DataFrame()
     df = pd.json_normalize(rows)
     cols = [c for c in df.columns if is_metric(c) and _numeric(df[c])]
-    agg = df.groupby("_group")[cols].agg(["mean", "std", "count"])
+    agg = df.groupby("_group")[cols].agg(["mean", "std"])
     return agg.reindex(range(len(groups)))
 
 
 def _numeric(column) -> bool:
-    import pandas as pd
-
     values = column.dropna()
-    return (
-        bool(len(values))
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        and pd.api.types.is_numeric_dtype(values.astype(float))
+    return bool(len(values)) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
     )
 
 

@@ -37,7 +37,8 @@ def summary_rows(groups: dict[GroupKey, Group]) -> list[dict]:
     """One flat dict per group: key fields, n, seeds, mean/std of every numeric measurement
     the runs recorded, Δ and its test."""
     best_ids = {id(g) for g in best_configs(groups).values()}
-    frame, metrics = metric_frame(groups), metric_columns(groups)
+    frame = metric_frame(groups)
+    metrics = metric_columns(frame)
     rows = []
     for i, (key, grp) in enumerate(groups.items()):
         row: dict = dict(zip(GROUP_FIELDS, key, strict=True))
