@@ -4,16 +4,16 @@ allowed, what to do. Everything here reads the composed config only (no data, no
 from __future__ import annotations
 
 import logging
-import re
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from kdlab.cli_args import SHORTHANDS
 from kdlab.labels import is_debug, tags_of
 from kdlab.search import results_key
+from kdlab.utils.method_params import arguments, unread_keys
 
 log = logging.getLogger("kdlab.checks")
-SHARED_HPARAMS = ("alpha", "temperature", "beta")  # top-level names methods may interpolate
 
 
 def check_method(cfg: DictConfig) -> None:
@@ -29,49 +29,44 @@ def check_method(cfg: DictConfig) -> None:
         )
 
 
-def interpolated_keys(node) -> set[str]:
-    """The top-level keys a config tree reads by interpolation (``alpha: ${alpha}`` → alpha),
-    from its nodes' own values, at any depth."""
-    found: set[str] = set()
-    if isinstance(node, DictConfig):
-        children = [node._get_node(k) for k in node.keys()]
-    elif OmegaConf.is_list(node):
-        children = [node._get_node(i) for i in range(len(node))]
-    else:
-        return found
-    for child in children:
-        if OmegaConf.is_interpolation(child):
-            found |= set(re.findall(r"\$\{(\w+)\}", str(child._value())))
-        else:
-            found |= interpolated_keys(child)
-    return found
+def check_method_settings(cfg: DictConfig) -> list[str]:
+    """The method's settings under ``distill.*`` against what its loss takes; returns the keys
+    the run drops before building it.
 
-
-def check_shared_hparams(cfg: DictConfig) -> None:
-    """``alpha=``/``temperature=``/``beta=`` on a run without distillation is an error (it would
-    change nothing); on a method that does not read it (e.g. an experiment's α under
-    ``distill=crd``) it is ignored with a warning, and results.json records null for it."""
+    ``alpha``/``temperature``/``beta`` on a run without distillation are an error (they would
+    change nothing); on a method that does not take them (an experiment's α under
+    ``distill=crd``, or ``alpha=`` on the command line) they are dropped with a warning, and
+    results.json records null for them. Any other key the loss does not take is an error that
+    lists the ones it does."""
     distill = cfg.get("distill")
-    read = interpolated_keys(distill) if distill is not None else set()
-    for name in SHARED_HPARAMS:
-        value = cfg.get(name)
-        if value is None or name in read:
-            continue
-        if distill is None:
-            raise ValueError(
-                f"{name}={value} is set, but this run trains without distillation "
-                f"(method={cfg.method}): {name} would change nothing. Remove {name}=, or use a "
-                "distillation experiment (e.g. +experiment=r56_cnn_logit)"
-            )
-        log.warning(
-            "%s=%s is ignored: distill=%s does not read the top-level %s (its settings are in "
-            "conf/distill/%s.yaml, overridable as distill.<setting>=…)",
-            name,
-            value,
-            cfg.method,
-            name,
-            cfg.method,
+    if distill is None:
+        return []
+    if "_target_" not in distill:  # no distill= option: only the command line made this node
+        set_here = ", ".join(f"{k}={v}" for k, v in distill.items())
+        raise ValueError(
+            f"{set_here} is set, but this run trains without distillation "
+            f"(method={cfg.method}): it would change nothing. Remove it, or use a "
+            "distillation experiment (e.g. +experiment=r56_cnn_logit)"
         )
+    unread = unread_keys(distill)
+    target = str(distill["_target_"])
+    for key in unread:
+        if key not in SHORTHANDS:
+            raise ValueError(
+                f"distill.{key} is not a setting of distill={cfg.method} ({target}); its "
+                f"settings are {', '.join(arguments(target))} (conf/distill/{cfg.method}.yaml)"
+            )
+        if distill[key] is not None:
+            log.warning(
+                "distill.%s=%s is ignored: distill=%s has no setting %s (its settings are in "
+                "conf/distill/%s.yaml, overridable as distill.<setting>=…)",
+                key,
+                distill[key],
+                cfg.method,
+                key,
+                cfg.method,
+            )
+    return unread
 
 
 def _integer(name: str, value: object, hint: str) -> int:

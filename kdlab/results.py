@@ -88,8 +88,8 @@ def identity(cfg: DictConfig, system=None) -> dict[str, Any]:
     else:
         try:
             res |= method_identity(cfg)
-        except Exception:  # an invalid method config: fall back to the top-level names
-            res |= {k: _get(cfg, k) for k in ("alpha", "temperature", "beta")}
+        except Exception:  # an invalid method config: the settings as written
+            res |= {k: _get(cfg, f"distill.{k}") for k in ("alpha", "temperature", "beta")}
         res["student"] = _choice("model")
         res["teacher"] = _get(cfg, "teacher.arch")
     res |= {"seed": _get(cfg, "seed"), "epochs": _get(cfg, "trainer.max_epochs")}

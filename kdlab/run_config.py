@@ -66,6 +66,9 @@ ADDED = {
 # Labels derived from Hydra's choices (the distill= option, the experiment file): compared, and
 # saved, by their value, since the interpolation only resolves inside the launch.
 DERIVED = ("name", "method")
+# Top-level keys that older configs had for the method's settings, which distill.* read by
+# interpolation (``alpha: ${alpha}``); they live under distill.* alone now.
+MOVED_SETTINGS = ("alpha", "temperature", "beta")
 # Settings whose form changed: old form → today's form.
 MOVED_TARGETS = {"kdlab.data.cifar.CIFARDataModule": "kdlab.data.module.ImageDataModule"}
 
@@ -123,7 +126,7 @@ def _with_derived_values(cfg: DictConfig | dict) -> dict:
 
 def _upgrade(flat: dict[str, Any]) -> dict[str, Any]:
     """An older config in today's form: ``data.augment: true`` is crop 4 + flip, ``false`` none;
-    moved class paths are their new names."""
+    moved class paths are their new names; a top-level ``alpha`` is ``distill.alpha``."""
     out = dict(flat)
     augment = out.pop("data.augment", None)
     if isinstance(augment, bool):
@@ -134,6 +137,16 @@ def _upgrade(flat: dict[str, Any]) -> dict[str, Any]:
     for key, value in out.items():
         if key.endswith("_target_") and value in MOVED_TARGETS:
             out[key] = MOVED_TARGETS[value]
+    has_distill = any(key.startswith("distill.") for key in out)
+    for name in MOVED_SETTINGS:
+        if name not in out:
+            continue
+        value = out.pop(name)
+        for key in out:
+            if out[key] == f"${{{name}}}":
+                out[key] = value
+        if value is not None and has_distill:  # set where the method did not read it
+            out.setdefault(f"distill.{name}", value)
     return out
 
 

@@ -20,14 +20,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kdlab.checks import (
     check_method,
+    check_method_settings,
     check_run_settings,
-    check_shared_hparams,
     check_teacher_export,
 )
+from kdlab.cli_args import command_line
 from kdlab.labels import is_debug
 from kdlab.metrics.divergence import RunDiverged
 from kdlab.models.init import seeded_build
@@ -124,8 +125,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         try:
             if owns:
                 claim_folder(cfg, out)
-            for check in (check_run_settings, check_method, check_shared_hparams):
-                check(cfg)
+            check_run_settings(cfg)
+            check_method(cfg)
+            unread = check_method_settings(cfg)
             if chief and prior is not None:  # nothing is lost: earlier outputs go to previous/
                 moved = ("results.json", "error.txt")
                 if cfg.rerun:
@@ -134,6 +136,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if chief and not owns:
                 claim_folder(cfg, out)
                 owns = True
+            drop_settings(cfg.get("distill"), unread)  # after the folder saved the config
             return run(cfg, out, lock, state, started)
         except RunStopped as stop:  # a requeue or a cancel: record it, test nothing
             if not owns:
@@ -176,6 +179,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if owns:
                 write_failure(cfg, err, state["system"], state["trainer"])
             raise
+
+
+def drop_settings(node: DictConfig | None, keys: list[str]) -> None:
+    """The run goes on without settings its method does not take; the saved config keeps what
+    was asked for (a relaunch of the same command compares equal), the log says it was ignored."""
+    with open_dict(node) if keys else nullcontext():
+        for key in keys:
+            del node[key]
 
 
 def claim_folder(cfg: DictConfig, out: Path) -> None:
@@ -290,17 +301,6 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             wandb.finish()
 
 
-def hoist_flags(argv: list[str]) -> list[str]:
-    """Move Hydra's ``-m``/``--multirun`` in front of the overrides.
-
-    argparse stops collecting overrides at a flag, so ``+experiment=X -m seed=0,1`` would reject
-    ``seed=0,1``; the documented form puts ``-m`` after the experiment, so accept it anywhere.
-    """
-    flags = [a for a in argv[1:] if a in ("-m", "--multirun")]
-    rest = [a for a in argv[1:] if a not in ("-m", "--multirun")]
-    return argv[:1] + flags + rest
-
-
 if __name__ == "__main__":
-    sys.argv = hoist_flags(sys.argv)
+    sys.argv = command_line(sys.argv)
     main()

@@ -42,7 +42,7 @@ count_jobs() {
   echo "$n"
 }
 
-# sweep ARGS...: one Hydra multirun (ARGS are Hydra overrides: +experiment=…, alpha=…, seed=…).
+# sweep ARGS...: one Hydra multirun (ARGS are Hydra overrides: +experiment=…, distill.alpha=…, seed=…).
 sweep() {
   local args=("$@")
   if [[ "$LAUNCHER" != basic ]]; then args+=("hydra/launcher=$LAUNCHER"); fi

@@ -54,10 +54,10 @@ pair_info() {
 }
 
 # method_args METHOD DKD_BETA REVIEWKD_WEIGHT → the overrides that select it on a pair experiment
-NO_KD="alpha=null temperature=null"  # the pair's KD settings, which other methods do not read
+NO_KD="~distill.alpha ~distill.temperature"  # the pair's KD settings, which other methods do not take
 method_args() {
   case "$1" in
-    kd) echo "distill=logit method=logit alpha=0.9 temperature=4" ;;  # 0.1·CE + 0.9·KD
+    kd) echo "distill=logit method=logit distill.alpha=0.9 distill.temperature=4" ;;  # 0.1·CE + 0.9·KD
     dkd) echo "distill=dkd method=dkd $NO_KD distill.terms.dkd.beta=$2" ;;
     reviewkd) echo "distill=reviewkd method=reviewkd $NO_KD distill.weights.reviewkd=$3" ;;
     fitnet|at|sp|cc|vid|rkd|pkt|nst|ft|crd|dist) echo "distill=$1 method=$1 $NO_KD" ;;

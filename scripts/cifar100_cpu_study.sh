@@ -55,9 +55,9 @@ if [[ " $STUDIES " == *" bench "* ]]; then
   sweep +experiment=baseline_resnet20 seed=0 $BENCH "hydra.sweep.dir=$OUT/bench/baseline_resnet20"
   for m in $METHODS; do
     case "$m" in
-      kd) margs="distill=logit method=logit alpha=0.9 temperature=4" ;;
-      dkd) margs="distill=dkd method=dkd alpha=null temperature=null distill.terms.dkd.beta=2.0" ;;
-      dist) margs="distill=dist method=dist alpha=null temperature=null" ;;
+      kd) margs="distill=logit method=logit distill.alpha=0.9 distill.temperature=4" ;;
+      dkd) margs="distill=dkd method=dkd ~distill.alpha ~distill.temperature distill.terms.dkd.beta=2.0" ;;
+      dist) margs="distill=dist method=dist ~distill.alpha ~distill.temperature" ;;
     esac
     # shellcheck disable=SC2086
     sweep +experiment=resnet56_resnet20 seed=0 $margs $BENCH "teacher.ckpt=$TEACHER_CKPT" \

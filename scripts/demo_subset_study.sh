@@ -18,5 +18,5 @@ python -m kdlab.train +experiment=teacher_r56 "${common[@]}" hydra.run.dir="$OUT
 python -m kdlab.train +experiment=baseline_cnn "${common[@]}" hydra.sweep.dir="$OUT/sweep" \
   hydra.sweep.subdir='baseline_s${seed}' -m seed="$SEEDS"
 python -m kdlab.train +experiment=r56_cnn_logit "${common[@]}" hydra.sweep.dir="$OUT/sweep" \
-  hydra.sweep.subdir='logit_a${alpha}_T${temperature}_s${seed}' -m alpha=0.5,0.8 temperature=4,10 seed="$SEEDS"
+  hydra.sweep.subdir='logit_a${distill.alpha}_T${distill.temperature}_s${seed}' -m distill.alpha=0.5,0.8 distill.temperature=4,10 seed="$SEEDS"
 python -m kdlab.report "$OUT/sweep" "$OUT/teacher_r56" --out "$OUT/report"

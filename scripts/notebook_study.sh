@@ -42,7 +42,7 @@ run "$PYTHON" -m kdlab.train -m +experiment=baseline_cnn "${common[@]}" \
 run "$PYTHON" -m kdlab.train -m +experiment=preresnet20_cnn_logit "${common[@]}" \
   hydra.sweep.dir="$OUT/kd" "seed=$SEEDS"
 run "$PYTHON" -m kdlab.train -m +experiment=preresnet20_cnn_logit "${common[@]}" \
-  hydra.sweep.dir="$OUT/grid" "alpha=$GRID_ALPHAS" "temperature=$GRID_TEMPS" "seed=$GRID_SEED"
+  hydra.sweep.dir="$OUT/grid" "distill.alpha=$GRID_ALPHAS" "distill.temperature=$GRID_TEMPS" "seed=$GRID_SEED"
 run "$PYTHON" -m kdlab.report "$OUT/teacher" "$OUT/baseline" "$OUT/kd" "$OUT/grid" --out "$OUT/report"
 verify=()
 for a in ${EXTRA[@]+"${EXTRA[@]}"}; do [[ "$a" == data.verify=* ]] && verify=(--verify "${a#*=}"); done

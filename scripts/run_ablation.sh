@@ -15,8 +15,8 @@ parse_args "$@"
 SEEDS=${SEEDS:-0,1,2}
 PAIRS=${PAIRS:-r34_r18 r50_r18 r50_r34 r101_r34}
 for pair in $PAIRS; do
-  sweep "+experiment=${pair}_logit" alpha=0.3,0.5,0.7 temperature=2,3,4 "seed=$SEEDS"
-  sweep "+experiment=${pair}_feature" alpha=0.3,0.5,0.7 beta=0.5 "seed=$SEEDS"
+  sweep "+experiment=${pair}_logit" distill.alpha=0.3,0.5,0.7 distill.temperature=2,3,4 "seed=$SEEDS"
+  sweep "+experiment=${pair}_feature" distill.alpha=0.3,0.5,0.7 distill.beta=0.5 "seed=$SEEDS"
 done
 for arch in r18 r34; do
   sweep "+experiment=baseline_$arch" "seed=$SEEDS"

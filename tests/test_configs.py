@@ -110,7 +110,13 @@ def test_sweep_groups_and_stable_ids():
 
 
 def test_wandb_logger_config_names_the_run(tmp_path):
-    cfg = _compose(tmp_path, "+experiment=r50_r18_logit", "alpha=0.3", "temperature=4", "seed=2")
+    cfg = _compose(
+        tmp_path,
+        "+experiment=r50_r18_logit",
+        "distill.alpha=0.3",
+        "distill.temperature=4",
+        "seed=2",
+    )
     wb = cfg.logger.wandb
     assert wb.name == "r50_r18_logit_a0.3_T4_s2"
     assert (wb.job_type, wb.mode, wb.resume) == ("distill", "offline", "allow")

@@ -39,7 +39,10 @@ def test_a_job_returns_its_best_val_accuracy_to_the_sweeper_and_never_a_test_met
 @pytest.mark.parametrize(
     ("overrides", "params"),
     [
-        (["+experiment=r56_cnn_logit", "hparams_search=logit_optuna"], ["alpha", "temperature"]),
+        (
+            ["+experiment=r56_cnn_logit", "hparams_search=logit_optuna"],
+            ["distill.alpha", "distill.temperature"],
+        ),
         (
             [
                 "+experiment=resnet32x4_resnet8x4",
@@ -106,7 +109,7 @@ def test_three_trials_are_three_run_folders_and_the_summary_names_the_best(tiny_
     top = max(r["val_acc_best"] for r in results.values())
     assert best["metric"] == "val/acc_best" and best["value"] == top
     assert results[best["job"]]["val_acc_best"] == top
-    assert float(best["settings"]["alpha"]) == pytest.approx(results[best["job"]]["alpha"])
+    assert float(best["settings"]["distill.alpha"]) == pytest.approx(results[best["job"]]["alpha"])
     optuna = OmegaConf.load(sweep / "optimization_results.yaml")
     assert optuna.best_value == top
     report = make_report([sweep], tmp_path / "report", figures=False)

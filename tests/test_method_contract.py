@@ -16,7 +16,7 @@ from tests.helpers_sweep import REPO, make_world, results, run_train, tiny
 
 pytestmark = pytest.mark.slow
 METHODS = sorted(p.stem for p in (REPO / "conf" / "distill").glob("*.yaml"))
-SHARED = {"alpha": 0.5, "temperature": 4, "beta": 0.5}  # top-level names a config may read
+LEFT_TO_EXPERIMENT = {"alpha": 0.5, "temperature": 4, "beta": 0.5}  # null in logit/feature
 PAIR = ["data=cifar100", "model=resnet8", "teacher=resnet14"]  # a tiny benchmark pair
 
 
@@ -53,9 +53,15 @@ def sweep_setting(method: str) -> tuple[str, list[float]]:
     return "distill.alpha", [0.3, 0.6]
 
 
-def shared_overrides(method: str) -> list[str]:
-    text = (REPO / "conf" / "distill" / f"{method}.yaml").read_text()
-    return [f"{k}={v}" for k, v in SHARED.items() if f"${{{k}}}" in text]
+def shared_overrides(method: str, swept: str) -> list[str]:
+    """Values for the settings a method's config leaves null (an experiment sets them), but
+    the swept one."""
+    cfg = yaml.safe_load((REPO / "conf" / "distill" / f"{method}.yaml").read_text())
+    return [
+        f"distill.{k}={v}"
+        for k, v in LEFT_TO_EXPERIMENT.items()
+        if k in cfg and cfg[k] is None and f"distill.{k}" != swept
+    ]
 
 
 def lookup(params: dict, dotted: str):
@@ -75,7 +81,7 @@ def test_every_method_sweeps_records_its_settings_and_reports_apart(world, metho
         f"distill={method}",
         f"method={method}",
         "name=contract",
-        *shared_overrides(method),
+        *shared_overrides(method, key),
         *tiny(world),
         "trainer.limit_train_batches=1",
         f"{key}={','.join(map(str, values))}",

@@ -86,24 +86,6 @@ def test_one_folder_rule_names_every_experiment(tmp_path):
         assert f"/multiruns/{folder}/" in str(cfg.hydra.sweep.dir)
 
 
-def test_a_top_level_setting_counts_only_where_the_method_reads_it(tmp_path, caplog):
-    import logging
-
-    from kdlab.checks import check_shared_hparams, interpolated_keys
-
-    logit = _compose(tmp_path, "+experiment=resnet56_resnet20")
-    assert {"alpha", "temperature"} <= interpolated_keys(logit.distill)
-    dkd = _compose(tmp_path, "+experiment=resnet56_resnet20", "distill=dkd")
-    assert not {"alpha", "temperature"} & interpolated_keys(dkd.distill)
-    with caplog.at_level(logging.WARNING):
-        check_shared_hparams(logit)
-        assert "ignored" not in caplog.text
-        check_shared_hparams(dkd)  # the pair recipe's α 0.9 / T 4 mean nothing to DKD
-    assert "alpha=0.9 is ignored: distill=dkd does not read the top-level alpha" in caplog.text
-    with pytest.raises(ValueError, match="alpha=0.5 is set, but this run trains without"):
-        check_shared_hparams(_compose(tmp_path, "+experiment=baseline_resnet20", "alpha=0.5"))
-
-
 def test_a_sweep_folder_of_an_older_kdlab_accepts_the_same_relaunch(tmp_path):
     from kdlab.run_config import ConfigChanged
     from kdlab.sweep.grid import check_sweep_config

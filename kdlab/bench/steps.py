@@ -114,8 +114,10 @@ def build_pair_system(
     if method == "baseline":
         return Classifier(build(student_arch, 100), opt)
     name = method.removesuffix("_viewcache")
-    root = OmegaConf.create({"label_smoothing": 0.0, "alpha": 0.9, "temperature": 4})
+    root = OmegaConf.create({"label_smoothing": 0.0})
     root.distill = OmegaConf.load(CONF_DIR / "distill" / f"{name}.yaml")
+    if name == "logit":  # the pair experiments' KD (conf/experiment/recipe/cifar100_pair.yaml)
+        root.distill.alpha, root.distill.temperature = 0.9, 4
     if name in ZOO_BASES:  # what Hydra's defaults list would compose: the wrapped loss
         root.distill_base = OmegaConf.load(CONF_DIR / "distill_base" / f"{ZOO_BASES[name]}.yaml")
     root.distill.pop("defaults", None)

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from kdlab.cli_args import expand_shorthands
 from kdlab.run_config import ConfigChanged, describe, differences
 
 
@@ -74,16 +75,22 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]] | None:
     return [list(job) for batch in batches for job in batch]
 
 
+def _job_key(overrides: list[str]) -> list[str]:
+    """A job's overrides in one spelling: ``alpha=0.5`` (a job folder of an older launch),
+    ``++distill.alpha=0.5`` and ``distill.alpha=0.5`` name the same job."""
+    return sorted(o.lstrip("+") for o in expand_shorthands([str(o) for o in overrides]))
+
+
 def never_started(sweep_dir: Path, started: list[list[str]]) -> list[dict[str, Any]]:
     """Rows for planned jobs that have no folder (the sweep was stopped before them)."""
     planned = planned_jobs(sweep_dir)
     if planned is None:
         return []
-    seen = [sorted(o) for o in started]
+    seen = [_job_key(o) for o in started]
     rows = []
     for overrides in planned:
-        if sorted(overrides) in seen:
-            seen.remove(sorted(overrides))
+        if _job_key(overrides) in seen:
+            seen.remove(_job_key(overrides))
             continue
         rows.append(
             {

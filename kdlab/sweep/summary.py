@@ -25,7 +25,7 @@ log = logging.getLogger("kdlab.sweep")
 
 
 def best_line(best: dict[str, Any] | None) -> str:
-    """``best trial (val/acc_best 71.20): 3_… — alpha=0.61 temperature=4.2``."""
+    """``best trial (val/acc_best 71.20): 3_… — distill.alpha=0.61 distill.temperature=4.2``."""
     if best is None:
         return "best trial: none (no finished trial has the searched metric)"
     settings = " ".join(f"{k}={v}" for k, v in best["settings"].items())

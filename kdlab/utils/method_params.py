@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,6 +73,18 @@ def config_tree(node: Mapping | DictConfig) -> Tree:
         elif value is not inspect.Parameter.empty:
             args[name] = _plain(value)
     return cls, args
+
+
+def unread_keys(node: Mapping | DictConfig) -> list[str]:
+    """Keys of a loss config node that its class takes no argument for (Hydra's own
+    ``_target_``-style keys aside): instantiating the node as it is would fail on them."""
+    taken = _arguments(_import(str(node["_target_"])))
+    return [str(k) for k in node if str(k) not in taken and not re.fullmatch(r"_\w+_", str(k))]
+
+
+def arguments(target: str) -> list[str]:
+    """The settings a loss class takes, in constructor order (for messages)."""
+    return list(_arguments(_import(target)))
 
 
 def loss_tree(loss: Any) -> Tree:
