@@ -168,3 +168,29 @@ def test_a_run_with_a_method_that_ignores_alpha_records_null(tmp_path):
         f"hydra.run.dir={out}",
     )
     assert "already finished" in again.stdout + again.stderr
+
+
+def test_a_sweep_relaunched_with_the_full_names_knows_its_older_jobs(tmp_path):
+    from kdlab.sweep.grid import never_started
+
+    planned = ["+experiment=x", "~distill.alpha", "distill.temperature=4,2", "seed=0"]
+    OmegaConf.save(
+        {
+            "hydra": {
+                "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+                "overrides": {"task": planned},
+            }
+        },
+        tmp_path / "multirun.yaml",
+    )
+    older = [["+experiment=x", "alpha=null", "temperature=4", "seed=0"]]
+    missing = never_started(tmp_path, older)
+    assert [r["overrides"] for r in missing] == [
+        [
+            "+experiment=x",
+            "~distill.alpha=null",
+            "distill.temperature=2",
+            "seed=0",
+        ]  # as Hydra plans it
+    ]
+    assert len(never_started(tmp_path, [["alpha=0.5", "temperature=4", "seed=0"]])) == 2

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kdlab.cli_args import expand_shorthands
+from kdlab.cli_args import SHORTHANDS, expand_shorthands
 from kdlab.run_config import ConfigChanged, describe, differences
 
 
@@ -77,8 +77,16 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]] | None:
 
 def _job_key(overrides: list[str]) -> list[str]:
     """A job's overrides in one spelling: ``alpha=0.5`` (a job folder of an older launch),
-    ``++distill.alpha=0.5`` and ``distill.alpha=0.5`` name the same job."""
-    return sorted(o.lstrip("+") for o in expand_shorthands([str(o) for o in overrides]))
+    ``++distill.alpha=0.5`` and ``distill.alpha=0.5`` name the same job, and so do
+    ``alpha=null`` and ``~distill.alpha`` (a method setting that is null is not set)."""
+    unset = {f"distill.{k}" for k in SHORTHANDS}
+    key = []
+    for o in expand_shorthands([str(o) for o in overrides]):
+        name, _, value = o.lstrip("+").partition("=")
+        if name.lstrip("~") in unset and (name.startswith("~") or value == "null"):
+            o = f"~{name.lstrip('~')}"
+        key.append(o.lstrip("+"))
+    return sorted(key)
 
 
 def never_started(sweep_dir: Path, started: list[list[str]]) -> list[dict[str, Any]]:
