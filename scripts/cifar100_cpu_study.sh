@@ -6,7 +6,9 @@
 #                then KD (α 0.9, T 4), DKD (β 2), DIST on the pair experiment resnet56_resnet20
 #   replication  "Does KD really work?" (PreResNet-20, its own cosine recipe scaled to EPOCHS):
 #                teacher_preresnet20 seed 0 → the store, baseline_preresnet20 seed 1 (an
-#                independently trained network), self_preresnet20_logit seed 0 from that teacher
+#                independently trained network, exported to OUT/replication/independent),
+#                self_preresnet20_logit seed 0 from that teacher, then the test agreement of
+#                the two independent networks (OUT/replication/agreement_independent.md)
 # Every job has a fixed sweep folder under OUT, so running the same command again skips what
 # finished and resumes an interrupted job from its last.ckpt (nothing is lost when a session ends).
 # Usage: scripts/cifar100_cpu_study.sh [--dry-run] [HYDRA_OVERRIDE ...]
@@ -16,7 +18,7 @@
 #      (default 8), OUT (default logs/cifar100_cpu), DATA_ROOT (holds cifar-100-python/; default
 #      data), TEACHER_CKPT (the released resnet56 file; needed by the bench study), PYTHON.
 # Then: python -m kdlab.report $OUT/bench --reference cifar100; python -m kdlab.report $OUT/replication
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 source "$(dirname "${BASH_SOURCE[0]}")/_sweep_lib.sh"
 parse_args "$@"
 
@@ -66,14 +68,26 @@ if [[ " $STUDIES " == *" bench "* ]]; then
 fi
 
 if [[ " $STUDIES " == *" replication "* ]]; then
-  REPL="$DATA $EPOCH_ARGS $STORE"
+  REPL="$DATA $EPOCH_ARGS"
   # shellcheck disable=SC2086
-  sweep +experiment=teacher_preresnet20 seed=0 $REPL "hydra.sweep.dir=$OUT/replication/teacher_preresnet20"
+  sweep +experiment=teacher_preresnet20 seed=0 $REPL $STORE "hydra.sweep.dir=$OUT/replication/teacher_preresnet20"
+  # the independent network exports its weights too, to a store of its own (not a teacher)
+  INDEPENDENT=$OUT/replication/independent
   # shellcheck disable=SC2086
-  sweep +experiment=baseline_preresnet20 seed=1 $REPL "hydra.sweep.dir=$OUT/replication/baseline_preresnet20"
+  sweep +experiment=baseline_preresnet20 seed=1 $REPL export_teacher=true "paths.teachers=$INDEPENDENT" \
+    "hydra.sweep.dir=$OUT/replication/baseline_preresnet20"
   # shellcheck disable=SC2086
-  sweep +experiment=self_preresnet20_logit seed=0 teacher.seed=0 $REPL \
+  sweep +experiment=self_preresnet20_logit seed=0 teacher.seed=0 $REPL $STORE \
     "hydra.sweep.dir=$OUT/replication/self_preresnet20_logit"
+  # the study's yardstick of fidelity: test agreement of the two independently trained networks
+  agree=("$PYTHON" -m kdlab.analysis agreement "$OUT/teachers/cifar100/preresnet20/seed0.ckpt"
+    "$INDEPENDENT/cifar100/preresnet20/seed1.ckpt" --data-root "$DATA_ROOT" --verify structure
+    --out "$OUT/replication/agreement_independent.md")
+  if [[ $DRY_RUN -eq 1 ]]; then
+    echo "${agree[*]}"
+  else
+    "${agree[@]}" || FAILED=$((${FAILED:-0} + 1))
+  fi
 fi
 
 finish

@@ -85,3 +85,39 @@ def test_quickstart_trains_teacher_baseline_and_student_then_reports(tmp_path, t
     assert again.returncode == 0, again.stderr[-3000:]
     assert read_results(out / "distilled") == student
     assert not (out / "distilled" / "previous").exists()
+
+
+def test_the_cpu_replication_plan_exports_the_independent_network_and_measures_agreement():
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "cifar100_cpu_study.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "STUDIES": "replication", "OUT": "O", "DATA_ROOT": "D"},
+    )
+    lines = proc.stdout.splitlines()
+    teacher, baseline, student, agreement, total = lines
+    assert (
+        "+experiment=teacher_preresnet20 seed=0" in teacher
+        and "paths.teachers=O/teachers" in teacher
+    )
+    # the independent network is exported to a store of its own, never into the teachers'
+    assert "+experiment=baseline_preresnet20 seed=1" in baseline
+    assert "export_teacher=true paths.teachers=O/replication/independent" in baseline
+    assert baseline.count("paths.teachers=") == 1
+    assert "+experiment=self_preresnet20_logit seed=0 teacher.seed=0" in student
+    assert agreement.split() == [
+        "python",
+        "-m",
+        "kdlab.analysis",
+        "agreement",
+        "O/teachers/cifar100/preresnet20/seed0.ckpt",
+        "O/replication/independent/cifar100/preresnet20/seed1.ckpt",
+        "--data-root",
+        "D",
+        "--verify",
+        "structure",
+        "--out",
+        "O/replication/agreement_independent.md",
+    ]
+    assert total == "total: 3 jobs"
