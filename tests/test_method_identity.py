@@ -4,29 +4,12 @@ of older folders, which wrote the method out, still compare equal."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from kdlab import CONF_DIR
 from kdlab.checks import check_method
 from kdlab.run_config import differences
-from kdlab.utils.resolvers import register
-
-
-def _compose(tmp: Path, *overrides: str):
-    register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            return_hydra_config=True,
-            overrides=[f"paths.root={tmp}", f"paths.log_dir={tmp / 'logs'}", *overrides],
-        )
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+from tests.helpers_compose import compose_train as _compose
 
 
 @pytest.mark.parametrize(

@@ -6,31 +6,15 @@ when those settings were top-level keys still accept the same relaunch."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from kdlab import CONF_DIR
 from kdlab.checks import check_method_settings
 from kdlab.cli_args import command_line, expand_shorthands
 from kdlab.run_config import differences
-from kdlab.utils.resolvers import register
+from tests.helpers_compose import compose_train as _compose
 from tests.helpers_sweep import results, run_train, tiny
-
-
-def _compose(tmp: Path, *overrides: str):
-    register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            return_hydra_config=True,
-            overrides=[f"paths.root={tmp}", f"paths.log_dir={tmp / 'logs'}", *overrides],
-        )
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 def test_short_names_become_distill_settings_on_the_command_line():
@@ -136,15 +120,9 @@ def test_a_run_with_a_method_that_ignores_alpha_records_null(tmp_path):
 
     world = make_world(tmp_path)
     out = tmp_path / "run"
-    proc = run_train(
-        tmp_path,
-        "+experiment=r56_cnn_logit",
-        "teacher=cnn",
-        "distill=dist",
-        *tiny(world),
-        "alpha=0.5",
-        f"hydra.run.dir={out}",
-    )
+    command = ["+experiment=r56_cnn_logit", "teacher=cnn", "distill=dist", *tiny(world)]
+    command += ["alpha=0.5", f"hydra.run.dir={out}"]
+    proc = run_train(tmp_path, *command)
     res = results(out)
     assert (res["status"], res["method"], res["alpha"], res["temperature"]) == (
         "finished",
@@ -158,15 +136,7 @@ def test_a_run_with_a_method_that_ignores_alpha_records_null(tmp_path):
     )
     saved = OmegaConf.load(out / ".hydra" / "config.yaml")
     assert saved.distill.alpha == 0.5  # the folder keeps what was asked for
-    again = run_train(
-        tmp_path,
-        "+experiment=r56_cnn_logit",
-        "teacher=cnn",
-        "distill=dist",
-        *tiny(world),
-        "alpha=0.5",
-        f"hydra.run.dir={out}",
-    )
+    again = run_train(tmp_path, *command)  # the same command: the folder's config matches
     assert "already finished" in again.stdout + again.stderr
 
 
