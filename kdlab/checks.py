@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from kdlab.cli_args import SHORTHANDS
 from kdlab.labels import is_debug, tags_of
 from kdlab.search import results_key
-from kdlab.utils.method_params import arguments, unread_keys
+from kdlab.utils.method_params import arguments, names_loss, unread_keys
 
 log = logging.getLogger("kdlab.checks")
 
@@ -41,7 +41,7 @@ def check_method_settings(cfg: DictConfig) -> list[str]:
     distill = cfg.get("distill")
     if distill is None:
         return []
-    if "_target_" not in distill:  # no distill= option: only the command line made this node
+    if not names_loss(distill):  # no distill= option: only the command line made this node
         set_here = ", ".join(f"{k}={v}" for k, v in distill.items())
         raise ValueError(
             f"{set_here} is set, but this run trains without distillation "

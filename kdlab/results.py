@@ -52,10 +52,10 @@ def _choice(group: str) -> str | None:
 
 def method_identity(cfg: DictConfig) -> dict[str, Any]:
     """The method's settings from the config (a run that failed early has no loss to ask)."""
-    from kdlab.utils.method_params import config_tree, label, params
+    from kdlab.utils.method_params import config_tree, label, names_loss, params
 
     distill = cfg.get("distill")
-    tree = config_tree(distill) if distill is not None else None
+    tree = config_tree(distill) if names_loss(distill) else None
     method_params = params(tree)
     return {
         **flat_hparams(method_params),

@@ -52,18 +52,29 @@ sweep() {
   TOTAL_JOBS=$((TOTAL_JOBS + n))
   local cmd=("$PYTHON" -m kdlab.train -m "${args[@]}")
   if [[ $DRY_RUN -eq 1 ]]; then
-    printf '%s' "[$n jobs]"
-    local a
-    for a in "${cmd[@]}"; do
-      if [[ "$a" =~ ^[][A-Za-z0-9_.,/=+:@%-]*$ ]]; then printf ' %s' "$a"; else printf ' %q' "$a"; fi
-    done
-    printf '\n'
+    printf '%s ' "[$n jobs]"
+    show_cmd "${cmd[@]}"
   elif [[ "$LAUNCHER" == slurm ]]; then
     "${cmd[@]}" &
     PIDS+=($!)
   else
     "${cmd[@]}" || FAILED=$((${FAILED:-0} + 1))
   fi
+}
+
+# show_cmd CMD...: the command as one shell line (words that need it quoted)
+show_cmd() {
+  local a out=()
+  for a in "$@"; do
+    if [[ "$a" =~ ^[][A-Za-z0-9_.,/=+:@%-]*$ ]]; then out+=("$a"); else out+=("$(printf '%q' "$a")"); fi
+  done
+  echo "${out[*]}"
+}
+
+# step CMD...: one command that is not a sweep (an analysis after the runs): shown under
+# --dry-run, else run, a failure counted like a failed sweep
+step() {
+  if [[ $DRY_RUN -eq 1 ]]; then show_cmd "$@"; else "$@" || FAILED=$((${FAILED:-0} + 1)); fi
 }
 
 # finish: wait for background sweeps, print the total, exit non-zero when a sweep had failures.

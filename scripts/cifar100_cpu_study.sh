@@ -80,14 +80,9 @@ if [[ " $STUDIES " == *" replication "* ]]; then
   sweep +experiment=self_preresnet20_logit seed=0 teacher.seed=0 $REPL $STORE \
     "hydra.sweep.dir=$OUT/replication/self_preresnet20_logit"
   # the study's yardstick of fidelity: test agreement of the two independently trained networks
-  agree=("$PYTHON" -m kdlab.analysis agreement "$OUT/teachers/cifar100/preresnet20/seed0.ckpt"
-    "$INDEPENDENT/cifar100/preresnet20/seed1.ckpt" --data-root "$DATA_ROOT" --verify structure
-    --out "$OUT/replication/agreement_independent.md")
-  if [[ $DRY_RUN -eq 1 ]]; then
-    echo "${agree[*]}"
-  else
-    "${agree[@]}" || FAILED=$((${FAILED:-0} + 1))
-  fi
+  step "$PYTHON" -m kdlab.analysis agreement "$OUT/teachers/cifar100/preresnet20/seed0.ckpt" \
+    "$INDEPENDENT/cifar100/preresnet20/seed1.ckpt" --data-root "$DATA_ROOT" --verify structure \
+    --out "$OUT/replication/agreement_independent.md"
 fi
 
 finish

@@ -97,8 +97,9 @@ def never_started(sweep_dir: Path, started: list[list[str]]) -> list[dict[str, A
     seen = [_job_key(o) for o in started]
     rows = []
     for overrides in planned:
-        if _job_key(overrides) in seen:
-            seen.remove(_job_key(overrides))
+        key = _job_key(overrides)
+        if key in seen:
+            seen.remove(key)
             continue
         rows.append(
             {

@@ -75,6 +75,12 @@ def config_tree(node: Mapping | DictConfig) -> Tree:
     return cls, args
 
 
+def names_loss(node: Any) -> bool:
+    """A distill node that names a loss class; ``alpha=0.5`` on a run without distillation
+    makes one that does not (the run is refused for it with a message, not by a KeyError)."""
+    return node is not None and "_target_" in node
+
+
 def unread_keys(node: Mapping | DictConfig) -> list[str]:
     """Keys of a loss config node that its class takes no argument for (Hydra's own
     ``_target_``-style keys aside): instantiating the node as it is would fail on them."""

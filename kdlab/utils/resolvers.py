@@ -23,23 +23,17 @@ def auto_precision() -> str:
     return "32-true"
 
 
-def _is_loss(distill) -> bool:
-    """A distill node names a loss; ``alpha=0.5`` on a run without one makes a node that does
-    not (the run is then refused with a message, not by a resolver's error at launch)."""
-    return distill is not None and "_target_" in distill
-
-
 def run_tag(distill=None, seed=None) -> str:
     """``a0.5_T4_s0``: the distillation method's settings (see ``method_params.tag``) + seed."""
-    from kdlab.utils.method_params import config_tree, tag
+    from kdlab.utils.method_params import config_tree, names_loss, tag
 
-    return tag(config_tree(distill) if _is_loss(distill) else None, seed)
+    return tag(config_tree(distill) if names_loss(distill) else None, seed)
 
 
 def strong_view(distill=None) -> bool:
     """Whether any loss in the distillation config declares ``needs_strong_view`` (the data
     option ``data.strong_view`` follows the method by default; an override still wins)."""
-    from kdlab.utils.method_params import config_tree
+    from kdlab.utils.method_params import config_tree, names_loss
 
     def needs(tree) -> bool:
         cls, args = tree
@@ -53,7 +47,7 @@ def strong_view(distill=None) -> bool:
         ]
         return bool(getattr(cls, "needs_strong_view", False)) or any(map(needs, nested))
 
-    return _is_loss(distill) and needs(config_tree(distill))
+    return names_loss(distill) and needs(config_tree(distill))
 
 
 def _choice(group: str, default: str, root) -> str:
